@@ -1,0 +1,152 @@
+"""Helpers for Conveyor trainer scripts (stdlib + numpy only).
+
+Trainer file contract, in short:
+  * invoked as ``<python> train_x.py <job.json>`` (path also in $CONVEYOR_JOB_FILE);
+  * progress goes to stdout as JSON lines ``{"event":"progress",...}``;
+  * results are ``<outputDir>/model.onnx`` and ``<outputDir>/metadata.json``;
+  * errors go to stderr with a non-zero exit; bad params exit with code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+MISSING_CATEGORY = "__missing__"
+EXIT_BAD_PARAMS = 2
+
+
+class BadParams(Exception):
+    """Raised for invalid job params; `run` turns it into exit code 2."""
+
+
+def load_job(path: str | None = None) -> dict[str, Any]:
+    path = path or (sys.argv[1] if len(sys.argv) > 1 else os.environ.get("CONVEYOR_JOB_FILE"))
+    if not path:
+        raise BadParams("no job file: pass it as argv[1] or set CONVEYOR_JOB_FILE")
+    with open(path, encoding="utf-8") as f:
+        job = json.load(f)
+    if job.get("schemaVersion") != 1:
+        raise BadParams(f"unsupported job schemaVersion: {job.get('schemaVersion')!r}")
+    if job.get("task") not in ("classification", "regression"):
+        raise BadParams(f"task must be 'classification' or 'regression', got {job.get('task')!r}")
+    for feature in job.get("features") or []:
+        if feature.get("type") not in ("numeric", "categorical"):
+            raise BadParams(f"feature {feature.get('name')!r}: type must be 'numeric' or 'categorical'")
+    if not job.get("features"):
+        raise BadParams("features must be a non-empty list")
+    job.setdefault("params", {})
+    job.setdefault("seed", 0)
+    return job
+
+
+def numeric_features(job: dict[str, Any]) -> list[str]:
+    return [f["name"] for f in job["features"] if f["type"] == "numeric"]
+
+
+def categorical_features(job: dict[str, Any]) -> list[str]:
+    return [f["name"] for f in job["features"] if f["type"] == "categorical"]
+
+
+def read_csv(job: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Read job["trainPath"] into per-feature column arrays and the target.
+
+    Numeric columns are float64 with NaN for empty cells; categorical columns are
+    object arrays of str with "__missing__" for empty cells. Classification targets
+    are int64, regression targets float64.
+    """
+    names = [f["name"] for f in job["features"]]
+    types = {f["name"]: f["type"] for f in job["features"]}
+    target = job["target"]
+    with open(job["trainPath"], newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in [*names, target] if c not in header]
+        if missing:
+            raise ValueError(f"{job['trainPath']}: missing columns {missing}")
+        raw: dict[str, list[str]] = {c: [] for c in [*names, target]}
+        for row in reader:
+            for c in raw:
+                raw[c].append(row[c])
+
+    columns: dict[str, np.ndarray] = {}
+    for name in names:
+        if types[name] == "numeric":
+            columns[name] = np.array([float(v) if v != "" else np.nan for v in raw[name]], dtype=np.float64)
+        else:
+            columns[name] = np.array([v if v != "" else MISSING_CATEGORY for v in raw[name]], dtype=object)
+
+    if any(v == "" for v in raw[target]):
+        raise ValueError(f"target column {target!r} has empty cells")
+    if job["task"] == "classification":
+        y = np.array([int(float(v)) for v in raw[target]], dtype=np.int64)
+    else:
+        y = np.array([float(v) for v in raw[target]], dtype=np.float64)
+    return columns, y
+
+
+def to_frame(job: dict[str, Any], columns: dict[str, np.ndarray]) -> Any:
+    """A pandas DataFrame if pandas is installed, else a dict-like fallback is not
+    accepted by ColumnTransformer, so build a structured 2-D object array instead.
+
+    Kept here so trainers select columns by name, which is what makes the ONNX
+    export produce one input per feature.
+    """
+    try:
+        import pandas as pd  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - pandas is optional
+        return None
+    return pd.DataFrame({f["name"]: columns[f["name"]] for f in job["features"]})
+
+
+def progress(step: int, total: int, message: str) -> None:
+    try:
+        print(json.dumps({"event": "progress", "step": step, "total": total, "message": message}), flush=True)
+    except BrokenPipeError:
+        # The worker that spawned us is gone; stop quietly instead of training on.
+        _silence_stdout()
+        sys.exit(1)
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout again at exit, which would raise a second time.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def write_outputs(job: dict[str, Any], onnx_model_bytes: bytes, metadata: dict[str, Any]) -> None:
+    out = job["outputDir"]
+    os.makedirs(out, exist_ok=True)
+    # Write-then-rename so a reader never sees a half-written file.
+    for name, data in (
+        ("model.onnx", onnx_model_bytes),
+        ("metadata.json", (json.dumps(metadata, indent=2, sort_keys=False) + "\n").encode("utf-8")),
+    ):
+        tmp = os.path.join(out, f".{name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, os.path.join(out, name))
+
+
+def run(main: Any) -> None:
+    """Run a trainer's main(job) with the contract's error handling and exit codes."""
+    try:
+        job = load_job()
+        main(job)
+    except BadParams as e:
+        print(f"bad params: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_PARAMS)
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(1)
+    except Exception as e:  # noqa: BLE001 - report anything else as a plain failure
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)

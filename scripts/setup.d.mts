@@ -1,0 +1,2 @@
+export function binaryPath(name: 'temporal' | 'minio'): string;
+export function venvDir(): string;

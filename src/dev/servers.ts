@@ -1,0 +1,232 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { binaryPath } from '../../scripts/setup.mjs';
+import { SEARCH_ATTRIBUTES } from '../shared/constants.js';
+
+export interface ServerProcess {
+  name: 'temporal' | 'minio';
+  pid: number;
+  child: ChildProcess | undefined;
+  stop(): Promise<void>;
+}
+
+export interface TemporalOptions {
+  dbFile: string;
+  port: number;
+  uiPort: number;
+  logFile: string;
+  detached?: boolean;
+}
+
+export interface MinioOptions {
+  dataDir: string;
+  port: number;
+  consolePort: number;
+  accessKey: string;
+  secretKey: string;
+  logFile: string;
+  detached?: boolean;
+}
+
+export function locateBinary(name: 'temporal' | 'minio'): string {
+  const override = name === 'temporal' ? process.env.CONVEYOR_TEMPORAL_BIN : process.env.CONVEYOR_MINIO_BIN;
+  const path = override ?? binaryPath(name);
+  if (!existsSync(path)) {
+    throw new Error(`${name} binary not found at ${path}; run "node scripts/setup.mjs" to build it (needs Go), or use docker-compose.yml`);
+  }
+  return path;
+}
+
+function launch(name: ServerProcess['name'], bin: string, args: string[], env: NodeJS.ProcessEnv, logFile: string, detached: boolean): ServerProcess {
+  const fd = openSync(logFile, 'a');
+  const child = spawn(bin, args, { env, stdio: ['ignore', fd, fd], detached });
+  closeSync(fd);
+  if (detached) child.unref();
+  const pid = child.pid;
+  if (pid === undefined) throw new Error(`failed to start ${name} (${bin})`);
+  return {
+    name,
+    pid,
+    child: detached ? undefined : child,
+    stop: () => stopPid(pid, child),
+  };
+}
+
+export async function stopPid(pid: number, child?: ChildProcess, graceMs = 10_000): Promise<void> {
+  if (!isAlive(pid)) return;
+  const exited = child ? new Promise<void>((r) => child.once('exit', () => r())) : undefined;
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (isAlive(pid) && Date.now() < deadline) {
+    if (exited) await Promise.race([exited, sleep(100)]);
+    else await sleep(100);
+  }
+  if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  if (exited) await exited;
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function startTemporal(opts: TemporalOptions): ServerProcess {
+  const args = [
+    'server', 'start-dev',
+    '--ip', '127.0.0.1',
+    '--port', String(opts.port),
+    '--ui-port', String(opts.uiPort),
+    '--db-filename', opts.dbFile,
+    '--log-level', 'warn',
+    // Workflow tasks of the dev server are fast; 1s keeps replays of stuck tasks quick in tests.
+    '--dynamic-config-value', 'frontend.enableUpdateWorkflowExecution=true',
+  ];
+  for (const key of Object.values(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${key}=Keyword`);
+  return launch('temporal', locateBinary('temporal'), args, process.env, opts.logFile, opts.detached ?? false);
+}
+
+export function startMinio(opts: MinioOptions): ServerProcess {
+  mkdirSync(opts.dataDir, { recursive: true });
+  const env = {
+    ...process.env,
+    MINIO_ROOT_USER: opts.accessKey,
+    MINIO_ROOT_PASSWORD: opts.secretKey,
+    MINIO_BROWSER_REDIRECT: 'off',
+    MINIO_UPDATE: 'off',
+  };
+  const args = ['server', opts.dataDir, '--quiet', '--address', `127.0.0.1:${opts.port}`, '--console-address', `127.0.0.1:${opts.consolePort}`];
+  return launch('minio', locateBinary('minio'), args, env, opts.logFile, opts.detached ?? false);
+}
+
+export function tcpOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ port, host });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+export async function minioHealthy(port: number): Promise<boolean> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/minio/health/ready`);
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+export async function temporalHealthy(port: number): Promise<boolean> {
+  if (!(await tcpOpen(port))) return false;
+  const { Connection } = await import('@temporalio/client');
+  try {
+    const connection = await Connection.connect({ address: `127.0.0.1:${port}`, connectTimeout: 1000 });
+    try {
+      await connection.workflowService.getSystemInfo({});
+      return true;
+    } finally {
+      await connection.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+export async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number, logFile?: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await sleep(200);
+  }
+  throw new Error(`${what} did not become healthy within ${timeoutMs / 1000}s${logFile ? ` (see ${logFile})` : ''}`);
+}
+
+/** Ports free for a test run: asks the OS for ephemeral ones. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export interface DevStack {
+  temporalAddress: string;
+  temporalUi: string;
+  s3Endpoint: string;
+  minioConsole: string;
+  accessKey: string;
+  secretKey: string;
+  processes: ServerProcess[];
+  stop(): Promise<void>;
+}
+
+/** Starts both servers as children of this process (tests, the demo) and waits until they are healthy. */
+export async function startDevStack(opts: {
+  dir: string;
+  ports?: { temporal: number; temporalUi: number; minio: number; minioConsole: number };
+  accessKey: string;
+  secretKey: string;
+  detached?: boolean;
+}): Promise<DevStack> {
+  mkdirSync(opts.dir, { recursive: true });
+  const ports = opts.ports ?? {
+    temporal: await freePort(),
+    temporalUi: await freePort(),
+    minio: await freePort(),
+    minioConsole: await freePort(),
+  };
+  const temporalLog = join(opts.dir, 'temporal.log');
+  const minioLog = join(opts.dir, 'minio.log');
+  const temporal = startTemporal({
+    dbFile: join(opts.dir, 'temporal.sqlite'),
+    port: ports.temporal,
+    uiPort: ports.temporalUi,
+    logFile: temporalLog,
+    detached: opts.detached ?? false,
+  });
+  const minio = startMinio({
+    dataDir: join(opts.dir, 'minio-data'),
+    port: ports.minio,
+    consolePort: ports.minioConsole,
+    accessKey: opts.accessKey,
+    secretKey: opts.secretKey,
+    logFile: minioLog,
+    detached: opts.detached ?? false,
+  });
+  const stack: DevStack = {
+    temporalAddress: `127.0.0.1:${ports.temporal}`,
+    temporalUi: `http://127.0.0.1:${ports.temporalUi}`,
+    s3Endpoint: `http://127.0.0.1:${ports.minio}`,
+    minioConsole: `http://127.0.0.1:${ports.minioConsole}`,
+    accessKey: opts.accessKey,
+    secretKey: opts.secretKey,
+    processes: [temporal, minio],
+    stop: async () => {
+      await Promise.all([temporal.stop(), minio.stop()]);
+    },
+  };
+  try {
+    await Promise.all([
+      waitUntil('Temporal dev server', () => temporalHealthy(ports.temporal), 60_000, temporalLog),
+      waitUntil('MinIO', () => minioHealthy(ports.minio), 60_000, minioLog),
+    ]);
+  } catch (err) {
+    await stack.stop();
+    throw err;
+  }
+  return stack;
+}

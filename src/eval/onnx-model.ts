@@ -1,0 +1,301 @@
+import { createHash } from 'node:crypto';
+import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { z } from 'zod';
+
+export type ClassLabel = number | string;
+
+export interface ModelMetadata {
+  framework: string;
+  algorithm: string;
+  task: 'classification' | 'regression';
+  inputs: Array<{ name: string; type: 'float' | 'string' }>;
+  outputs: { label?: string; probabilities?: string; value?: string };
+  classes?: ClassLabel[];
+  params?: Record<string, unknown>;
+  trainRows?: number;
+}
+
+const nonEmpty = (field: string) =>
+  z.string({ error: `${field} must be a string` }).min(1, { error: `${field} must not be empty` });
+
+export const modelMetadataSchema = z
+  .object({
+    framework: nonEmpty('framework'),
+    algorithm: nonEmpty('algorithm'),
+    task: z.enum(['classification', 'regression'], { error: 'task must be "classification" or "regression"' }),
+    inputs: z
+      .array(
+        z.object({
+          name: nonEmpty('inputs[].name'),
+          type: z.enum(['float', 'string'], { error: 'inputs[].type must be "float" or "string"' }),
+        }),
+        { error: 'inputs must be an array' },
+      )
+      .min(1, { error: 'inputs must list at least one input' }),
+    outputs: z.object(
+      {
+        label: nonEmpty('outputs.label').optional(),
+        probabilities: nonEmpty('outputs.probabilities').optional(),
+        value: nonEmpty('outputs.value').optional(),
+      },
+      { error: 'outputs must be an object' },
+    ),
+    classes: z
+      .array(z.union([z.number(), z.string()]), { error: 'classes must be an array of numbers or strings' })
+      .optional(),
+    params: z.record(z.string(), z.unknown(), { error: 'params must be an object' }).optional(),
+    trainRows: z
+      .number({ error: 'trainRows must be a number' })
+      .int({ error: 'trainRows must be an integer' })
+      .nonnegative({ error: 'trainRows must be >= 0' })
+      .optional(),
+  })
+  .superRefine((m, ctx) => {
+    const seen = new Set<string>();
+    m.inputs.forEach((input, i) => {
+      if (seen.has(input.name)) {
+        ctx.addIssue({ code: 'custom', path: ['inputs', i, 'name'], message: `inputs: duplicate name "${input.name}"` });
+      }
+      seen.add(input.name);
+    });
+    if (m.task === 'classification') {
+      if (!m.classes || m.classes.length < 2) {
+        ctx.addIssue({ code: 'custom', path: ['classes'], message: 'classes must list at least 2 classes for classification' });
+      }
+      if (!m.outputs.probabilities) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['outputs', 'probabilities'],
+          message: 'outputs.probabilities is required for classification',
+        });
+      }
+    } else if (!m.outputs.value) {
+      ctx.addIssue({ code: 'custom', path: ['outputs', 'value'], message: 'outputs.value is required for regression' });
+    }
+  }) satisfies z.ZodType<ModelMetadata>;
+
+/** Parses metadata.json content; the error lists every problem with its path. */
+export function parseModelMetadata(json: unknown): ModelMetadata {
+  const result = modelMetadataSchema.safeParse(json);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
+  throw new Error(`invalid model metadata: ${problems.join('; ')}`);
+}
+
+export class ArtifactIntegrityError extends Error {
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(`model artifact SHA-256 mismatch: expected ${expected}, got ${actual}`);
+    this.name = 'ArtifactIntegrityError';
+  }
+}
+
+export class InputValidationError extends Error {
+  constructor(
+    readonly field: string,
+    readonly rowIndex: number,
+    detail: string,
+  ) {
+    super(`row ${rowIndex}, field "${field}": ${detail}`);
+    this.name = 'InputValidationError';
+  }
+}
+
+export class ModelSignatureError extends Error {
+  override name = 'ModelSignatureError';
+}
+
+export type Prediction =
+  | { task: 'classification'; labels: ClassLabel[]; probabilities: Float32Array; classes: ClassLabel[] }
+  | { task: 'regression'; values: Float64Array };
+
+export interface PredictOptions {
+  batchSize?: number;
+}
+
+export interface LoadedModel {
+  readonly metadata: ModelMetadata;
+  readonly sha256: string;
+  predict(rows: Array<Record<string, unknown>>, opts?: PredictOptions): Promise<Prediction>;
+  release(): Promise<void>;
+}
+
+export const DEFAULT_BATCH_SIZE = 1024;
+export const MISSING_CATEGORY = '__missing__';
+
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+const SESSION_OPTIONS: InferenceSession.SessionOptions = {
+  executionProviders: ['cpu'],
+  intraOpNumThreads: 1,
+  interOpNumThreads: 1,
+  executionMode: 'sequential',
+  graphOptimizationLevel: 'all',
+  logSeverityLevel: 3,
+};
+
+/** Verifies the artifact hash, then opens an ONNX Runtime session and checks it against the metadata. */
+export async function loadModel(
+  bytes: Uint8Array,
+  expectedSha256: string,
+  metadata: ModelMetadata,
+): Promise<LoadedModel> {
+  const actual = sha256Hex(bytes);
+  const expected = expectedSha256.trim().toLowerCase();
+  if (actual !== expected) throw new ArtifactIntegrityError(expected, actual);
+
+  const session = await InferenceSession.create(bytes, SESSION_OPTIONS);
+  try {
+    checkSignature(session, metadata);
+  } catch (err) {
+    await session.release();
+    throw err;
+  }
+  return new OnnxModel(session, metadata, actual);
+}
+
+function checkSignature(session: InferenceSession, metadata: ModelMetadata): void {
+  const declared = metadata.inputs.map((i) => i.name);
+  const missing = declared.filter((n) => !session.inputNames.includes(n));
+  const extra = session.inputNames.filter((n) => !declared.includes(n));
+  if (missing.length || extra.length) {
+    const parts = [];
+    if (missing.length) parts.push(`in metadata but not in model: ${missing.join(', ')}`);
+    if (extra.length) parts.push(`in model but not in metadata: ${extra.join(', ')}`);
+    throw new ModelSignatureError(`model inputs do not match metadata (${parts.join('; ')})`);
+  }
+  for (const input of metadata.inputs) {
+    const meta = session.inputMetadata.find((m) => m.name === input.name);
+    const want = input.type === 'float' ? 'float32' : 'string';
+    if (meta?.isTensor && meta.type !== want) {
+      throw new ModelSignatureError(`model input "${input.name}" is ${meta.type}, metadata says ${input.type}`);
+    }
+  }
+  for (const output of Object.values(metadata.outputs)) {
+    if (output !== undefined && !session.outputNames.includes(output)) {
+      throw new ModelSignatureError(`model has no output "${output}" (has: ${session.outputNames.join(', ')})`);
+    }
+  }
+}
+
+function toFloat(v: unknown, field: string, row: number): number {
+  if (v === null || v === undefined || v === '') return NaN;
+  if (typeof v === 'number') return v;
+  if (typeof v === 'bigint') return Number(v);
+  if (typeof v === 'string') {
+    const trimmed = v.trim();
+    const n = Number(trimmed);
+    if (trimmed !== '' && (!Number.isNaN(n) || trimmed === 'NaN')) return n;
+    throw new InputValidationError(field, row, `expected a number, got non-numeric string ${JSON.stringify(v)}`);
+  }
+  throw new InputValidationError(field, row, `expected a number, got ${typeof v}`);
+}
+
+function toCategory(v: unknown, field: string, row: number): string {
+  if (v === null || v === undefined) return MISSING_CATEGORY;
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  throw new InputValidationError(field, row, `expected a string, got ${typeof v}`);
+}
+
+type Column = Float32Array | string[];
+
+function buildColumns(rows: Array<Record<string, unknown>>, metadata: ModelMetadata): Map<string, Column> {
+  const columns = new Map<string, Column>();
+  for (const { name, type } of metadata.inputs) {
+    columns.set(name, type === 'float' ? new Float32Array(rows.length) : new Array<string>(rows.length));
+  }
+  rows.forEach((row, r) => {
+    if (row === null || typeof row !== 'object') {
+      throw new InputValidationError('(row)', r, `expected an object, got ${row === null ? 'null' : typeof row}`);
+    }
+    for (const { name, type } of metadata.inputs) {
+      const col = columns.get(name)!;
+      if (type === 'float') (col as Float32Array)[r] = toFloat(row[name], name, r);
+      else (col as string[])[r] = toCategory(row[name], name, r);
+    }
+  });
+  return columns;
+}
+
+function toLabels(tensor: Tensor): ClassLabel[] {
+  const data = tensor.data;
+  if (Array.isArray(data)) return data.map(String);
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) return Array.from(data, (v) => Number(v));
+  return Array.from(data as ArrayLike<number>);
+}
+
+class OnnxModel implements LoadedModel {
+  private released = false;
+
+  constructor(
+    private readonly session: InferenceSession,
+    readonly metadata: ModelMetadata,
+    readonly sha256: string,
+  ) {}
+
+  async predict(rows: Array<Record<string, unknown>>, opts: PredictOptions = {}): Promise<Prediction> {
+    if (this.released) throw new Error('model has been released');
+    const batchSize = opts.batchSize ?? DEFAULT_BATCH_SIZE;
+    if (!Number.isInteger(batchSize) || batchSize < 1) {
+      throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
+    }
+    const columns = buildColumns(rows, this.metadata);
+    const { outputs, classes = [] } = this.metadata;
+    const n = rows.length;
+    const k = classes.length;
+    const isClassifier = this.metadata.task === 'classification';
+    const labels: ClassLabel[] = [];
+    const probabilities = new Float32Array(isClassifier ? n * k : 0);
+    const values = new Float64Array(isClassifier ? 0 : n);
+    const fetches = [outputs.label, isClassifier ? outputs.probabilities : outputs.value].filter(
+      (o): o is string => o !== undefined,
+    );
+
+    for (let start = 0; start < n; start += batchSize) {
+      const end = Math.min(n, start + batchSize);
+      const feeds: Record<string, Tensor> = {};
+      for (const [name, col] of columns) {
+        feeds[name] =
+          col instanceof Float32Array
+            ? new Tensor('float32', col.slice(start, end), [end - start, 1])
+            : new Tensor('string', col.slice(start, end), [end - start, 1]);
+      }
+      const result = await this.session.run(feeds, fetches);
+      if (isClassifier) {
+        const proba = result[outputs.probabilities!]!;
+        if (proba.data.length !== (end - start) * k) {
+          throw new ModelSignatureError(`output "${outputs.probabilities}" has shape [${proba.dims}], expected [${end - start}, ${k}]`);
+        }
+        probabilities.set(proba.data as Float32Array, start * k);
+        if (outputs.label) for (const label of toLabels(result[outputs.label]!)) labels.push(label);
+      } else {
+        const out = result[outputs.value!]!;
+        if (out.data.length !== end - start) {
+          throw new ModelSignatureError(`output "${outputs.value}" has shape [${out.dims}], expected [${end - start}]`);
+        }
+        values.set(out.data as Float32Array | Float64Array, start);
+      }
+    }
+
+    if (!isClassifier) return { task: 'regression', values };
+    if (!outputs.label) {
+      for (let i = 0; i < n; i++) {
+        let best = 0;
+        for (let j = 1; j < k; j++) if (probabilities[i * k + j]! > probabilities[i * k + best]!) best = j;
+        labels.push(classes[best]!);
+      }
+    }
+    return { task: 'classification', labels, probabilities, classes: [...classes] };
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await this.session.release();
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * Error types shared by workflows, activities and clients. Failures with these
+ * `type`s are non-retryable: retrying bad data or a refused approval cannot help.
+ * Everything else (network, MinIO down, a crashed trainer) is retried per preset.
+ */
+export const ErrorType = {
+  InvalidSpec: 'InvalidSpecError',
+  DataValidation: 'DataValidationError',
+  TrainerOutput: 'TrainerOutputError',
+  TrainerFailed: 'TrainerFailedError',
+  GateFailed: 'GateFailedError',
+  ApprovalRejected: 'ApprovalRejectedError',
+  ApprovalExpired: 'ApprovalExpiredError',
+  ArtifactIntegrity: 'ArtifactIntegrityError',
+  InvalidName: 'InvalidNameError',
+  NotFound: 'NotFoundError',
+} as const;
+export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
+
+/** Types that must never be retried by an activity retry policy. */
+export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
+  ErrorType.InvalidSpec,
+  ErrorType.DataValidation,
+  ErrorType.TrainerOutput,
+  ErrorType.GateFailed,
+  ErrorType.ArtifactIntegrity,
+  ErrorType.InvalidName,
+  ErrorType.NotFound,
+];
+
+/** How a finished run is reported by the CLI; the exit code is stable for scripts. */
+export const RunOutcome = {
+  Deployed: 'deployed',
+  Registered: 'registered',
+  DataInvalid: 'data_invalid',
+  GateFailed: 'gate_failed',
+  Rejected: 'rejected',
+  Expired: 'expired',
+  Failed: 'failed',
+  Cancelled: 'cancelled',
+  Running: 'running',
+} as const;
+export type RunOutcome = (typeof RunOutcome)[keyof typeof RunOutcome];
+
+export const EXIT_CODES: Record<RunOutcome, number> = {
+  deployed: 0,
+  registered: 0,
+  running: 0,
+  failed: 1,
+  data_invalid: 2,
+  gate_failed: 3,
+  rejected: 4,
+  expired: 5,
+  cancelled: 6,
+};

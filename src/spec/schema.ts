@@ -1,0 +1,203 @@
+import { z } from 'zod';
+import { DURATION_PATTERN } from '../shared/duration.js';
+import { NAME_PATTERN } from '../shared/names.js';
+
+const duration = z.string().regex(DURATION_PATTERN, 'must be a duration such as 30s, 15m, 2h or 3d');
+const name = z
+  .string()
+  .regex(NAME_PATTERN, 'must be 1-63 characters of a-z, 0-9, "-" or "_", starting with a letter or digit');
+
+export const COLUMN_TYPES = ['integer', 'float', 'categorical', 'boolean'] as const;
+export const TASK_TYPES = ['classification', 'regression'] as const;
+export const METRIC_NAMES = [
+  'accuracy',
+  'precision',
+  'recall',
+  'f1',
+  'roc_auc',
+  'log_loss',
+  'rmse',
+  'mae',
+  'r2',
+] as const;
+
+const columnSchema = z
+  .object({
+    type: z.enum(COLUMN_TYPES),
+    nullable: z.boolean().default(false),
+    min: z.number().optional(),
+    max: z.number().optional(),
+    values: z.array(z.string()).min(1).optional(),
+  })
+  .strict()
+  .refine((c) => c.min === undefined || c.max === undefined || c.min <= c.max, {
+    message: 'min must not exceed max',
+    path: ['min'],
+  });
+
+const expectationSchema = z.discriminatedUnion('rule', [
+  z.object({ rule: z.literal('not_null'), column: z.string() }).strict(),
+  z.object({ rule: z.literal('between'), column: z.string(), min: z.number(), max: z.number() }).strict(),
+  z.object({ rule: z.literal('in_set'), column: z.string(), values: z.array(z.string()).min(1) }).strict(),
+  z.object({ rule: z.literal('unique'), column: z.string() }).strict(),
+  z.object({ rule: z.literal('max_null_fraction'), column: z.string(), max: z.number().min(0).max(1) }).strict(),
+  z
+    .object({
+      rule: z.literal('row_count'),
+      min: z.number().int().nonnegative().optional(),
+      max: z.number().int().positive().optional(),
+    })
+    .strict(),
+  z
+    .object({
+      rule: z.literal('mean_between'),
+      column: z.string(),
+      min: z.number(),
+      max: z.number(),
+    })
+    .strict(),
+  z.object({ rule: z.literal('custom'), check: name, column: z.string().optional() }).strict(),
+]);
+
+const datasetSchema = z
+  .object({
+    source: z
+      .string()
+      .min(1)
+      .refine((s) => /\.(csv|parquet)$/i.test(s), 'must end in .csv or .parquet'),
+  })
+  .strict();
+
+const commandTrainerSchema = z
+  .object({
+    kind: z.literal('command'),
+    /** argv; "{python}" is replaced by the trainer venv's interpreter. Relative paths resolve against the pipeline file. */
+    command: z.array(z.string().min(1)).min(1),
+    params: z.record(z.string(), z.unknown()).default({}),
+    timeout: duration.default('2h'),
+    heartbeatTimeout: duration.default('2m'),
+    retries: z.number().int().min(0).max(10).default(2),
+  })
+  .strict();
+
+const tsTrainerSchema = z
+  .object({
+    kind: z.literal('typescript'),
+    /** Name under which the trainer is registered on the worker. */
+    name,
+    params: z.record(z.string(), z.unknown()).default({}),
+    timeout: duration.default('2h'),
+    heartbeatTimeout: duration.default('2m'),
+    retries: z.number().int().min(0).max(10).default(2),
+  })
+  .strict();
+
+const gateSchema = z
+  .object({ metric: z.enum(METRIC_NAMES), min: z.number().optional(), max: z.number().optional() })
+  .strict()
+  .refine((g) => g.min !== undefined || g.max !== undefined, { message: 'a gate needs min or max', path: ['min'] });
+
+const evaluationSchema = z
+  .object({
+    primaryMetric: z.enum(METRIC_NAMES).optional(),
+    gates: z.array(gateSchema).default([]),
+    beatProduction: z.object({ metric: z.enum(METRIC_NAMES), minDelta: z.number().default(0) }).strict().optional(),
+    slices: z.array(z.string()).default([]),
+  })
+  .strict();
+
+const approvalSchema = z.discriminatedUnion('mode', [
+  z.object({ mode: z.literal('auto') }).strict(),
+  z
+    .object({
+      mode: z.literal('manual'),
+      reviewers: z.array(z.string().min(1)).min(1),
+      timeout: duration.default('72h'),
+    })
+    .strict(),
+]);
+
+const deploymentSchema = z
+  .object({
+    alias: name.default('production'),
+    strategy: z.enum(['direct']).default('direct'),
+  })
+  .strict();
+
+export const pipelineSpecSchema = z
+  .object({
+    name,
+    description: z.string().max(2000).optional(),
+    dataset: datasetSchema,
+    target: z.object({ column: z.string().min(1), task: z.enum(TASK_TYPES) }).strict(),
+    schema: z
+      .object({
+        columns: z.record(z.string().min(1), columnSchema).refine((c) => Object.keys(c).length > 0, 'needs at least one column'),
+        allowExtraColumns: z.boolean().default(false),
+      })
+      .strict(),
+    features: z.array(z.string().min(1)).min(1).optional(),
+    expectations: z.array(expectationSchema).default([]),
+    split: z
+      .object({
+        holdoutFraction: z.number().gt(0).lt(1).default(0.2),
+        seed: z.number().int().default(42),
+      })
+      .strict()
+      .default({ holdoutFraction: 0.2, seed: 42 }),
+    trainer: z.discriminatedUnion('kind', [commandTrainerSchema, tsTrainerSchema]),
+    evaluation: evaluationSchema.default({ gates: [], slices: [] }),
+    approval: approvalSchema.default({ mode: 'auto' }),
+    deployment: deploymentSchema.default({ alias: 'production', strategy: 'direct' }),
+  })
+  .strict()
+  .superRefine((spec, ctx) => {
+    const columns = spec.schema.columns;
+    if (!(spec.target.column in columns)) {
+      ctx.addIssue({ code: 'custom', path: ['target', 'column'], message: `"${spec.target.column}" is not in schema.columns` });
+    }
+    for (const [i, f] of (spec.features ?? []).entries()) {
+      if (!(f in columns)) ctx.addIssue({ code: 'custom', path: ['features', i], message: `"${f}" is not in schema.columns` });
+      if (f === spec.target.column) ctx.addIssue({ code: 'custom', path: ['features', i], message: 'the target cannot be a feature' });
+    }
+    for (const [i, e] of spec.expectations.entries()) {
+      if ('column' in e && e.column !== undefined && !(e.column in columns)) {
+        ctx.addIssue({ code: 'custom', path: ['expectations', i, 'column'], message: `"${e.column}" is not in schema.columns` });
+      }
+    }
+    for (const [i, s] of spec.evaluation.slices.entries()) {
+      if (!(s in columns)) ctx.addIssue({ code: 'custom', path: ['evaluation', 'slices', i], message: `"${s}" is not in schema.columns` });
+    }
+    const classification = spec.target.task === 'classification';
+    const regressionOnly = ['rmse', 'mae', 'r2'];
+    const metricsUsed = [
+      ...spec.evaluation.gates.map((g, i) => ({ m: g.metric, path: ['evaluation', 'gates', i, 'metric'] })),
+      ...(spec.evaluation.beatProduction ? [{ m: spec.evaluation.beatProduction.metric, path: ['evaluation', 'beatProduction', 'metric'] }] : []),
+      ...(spec.evaluation.primaryMetric ? [{ m: spec.evaluation.primaryMetric, path: ['evaluation', 'primaryMetric'] }] : []),
+    ];
+    for (const { m, path } of metricsUsed) {
+      if (classification === regressionOnly.includes(m)) {
+        ctx.addIssue({ code: 'custom', path, message: `metric "${m}" does not apply to ${spec.target.task}` });
+      }
+    }
+    const targetType = columns[spec.target.column]?.type;
+    if (spec.target.task === 'regression' && targetType && targetType !== 'float' && targetType !== 'integer') {
+      ctx.addIssue({ code: 'custom', path: ['target', 'column'], message: 'a regression target must be integer or float' });
+    }
+  });
+
+/** What the user writes (defaults optional). */
+export type PipelineSpecInput = z.input<typeof pipelineSpecSchema>;
+/** What Conveyor runs (defaults filled in). */
+export type PipelineSpec = z.output<typeof pipelineSpecSchema>;
+export type ColumnSpec = PipelineSpec['schema']['columns'][string];
+export type Expectation = PipelineSpec['expectations'][number];
+export type TrainerSpec = PipelineSpec['trainer'];
+export type MetricName = (typeof METRIC_NAMES)[number];
+
+/** Formats zod issues as "field.path: message" lines. */
+export function formatSpecIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `${issue.path.length ? issue.path.join('.') : '(spec)'}: ${issue.message}`)
+    .join('\n');
+}

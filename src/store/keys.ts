@@ -1,0 +1,54 @@
+import { isValidName } from '../shared/names.js';
+
+/** Refused names and keys: never reach the store, whatever their encoding. */
+export class InvalidNameError extends Error {
+  constructor(what: string, value: string) {
+    super(`invalid ${what} "${value}": use 1-63 characters of a-z, 0-9, "-" or "_", starting with a letter or digit`);
+    this.name = 'InvalidNameError';
+  }
+}
+
+export function checkName(what: string, value: string): string {
+  if (!isValidName(value)) throw new InvalidNameError(what, value);
+  return value;
+}
+
+const WORKFLOW_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$/;
+export function checkWorkflowId(value: string): string {
+  if (!WORKFLOW_ID.test(value) || value.includes('..')) throw new InvalidNameError('workflow id', value);
+  return value;
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+export function checkSha256(value: string): string {
+  if (!HEX64.test(value)) throw new InvalidNameError('sha256', value);
+  return value;
+}
+
+/** Version numbers are zero-padded so keys sort in version order. */
+export function versionSegment(version: number): string {
+  if (!Number.isSafeInteger(version) || version < 1) throw new InvalidNameError('version', String(version));
+  return String(version).padStart(6, '0');
+}
+
+/** Every key Conveyor writes, in one place. */
+export const keys = {
+  dataset: (sha: string) => `datasets/sha256/${checkSha256(sha)}`,
+  datasetInfo: (sha: string) => `datasets/sha256/${checkSha256(sha)}.json`,
+  profile: (sha: string) => `profiles/${checkSha256(sha)}.json`,
+  split: (sha: string, seed: number, fraction: number, part: 'train' | 'holdout') =>
+    `splits/${checkSha256(sha)}/seed-${Math.trunc(seed)}-holdout-${fraction.toFixed(4)}/${part}.csv`,
+  modelBlob: (sha: string) => `models/sha256/${checkSha256(sha)}.onnx`,
+  modelMetadata: (sha: string) => `models/sha256/${checkSha256(sha)}.metadata.json`,
+  runReport: (model: string, workflowId: string, name: 'validation' | 'evaluation') =>
+    `runs/${checkName('model', model)}/${checkWorkflowId(workflowId)}/${name}.json`,
+  versionsPrefix: (model: string) => `registry/${checkName('model', model)}/versions/`,
+  version: (model: string, version: number) => `registry/${checkName('model', model)}/versions/${versionSegment(version)}.json`,
+  runIndex: (model: string, workflowId: string) => `registry/${checkName('model', model)}/runs/${checkWorkflowId(workflowId)}.json`,
+  alias: (model: string, alias: string) => `registry/${checkName('model', model)}/aliases/${checkName('alias', alias)}.json`,
+  deploymentsPrefix: (model: string) => `registry/${checkName('model', model)}/deployments/`,
+  deployment: (model: string, version: number, workflowId: string) =>
+    `registry/${checkName('model', model)}/deployments/${versionSegment(version)}-${checkWorkflowId(workflowId)}.json`,
+  decision: (model: string, version: number) => `registry/${checkName('model', model)}/decisions/${versionSegment(version)}.json`,
+  modelsPrefix: () => 'registry/',
+};
