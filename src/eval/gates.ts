@@ -63,7 +63,7 @@ function beatProductionResult(input: GateInput, rule: BeatProduction): GateResul
   const { metric, minDelta } = rule;
   assertMetric(metric);
   const higher = METRIC_DIRECTION[metric] === 'higher';
-  const gate = `${metric} ${higher ? 'improves' : 'decreases'} on production by >= ${minDelta}`;
+  const gate = `${metric} beats production by >= ${minDelta} (${higher ? 'higher' : 'lower'} is better)`;
   const base = { gate, metric, threshold: minDelta };
   if (input.productionMetrics === null || input.productionMetrics === undefined) {
     return { ...base, actual: null, passed: true, reason: 'no production model' };

@@ -36,8 +36,8 @@ export const keys = {
   dataset: (sha: string) => `datasets/sha256/${checkSha256(sha)}`,
   datasetInfo: (sha: string) => `datasets/sha256/${checkSha256(sha)}.json`,
   profile: (sha: string) => `profiles/${checkSha256(sha)}.json`,
-  split: (sha: string, seed: number, fraction: number, part: 'train' | 'holdout') =>
-    `splits/${checkSha256(sha)}/seed-${Math.trunc(seed)}-holdout-${fraction.toFixed(4)}/${part}.csv`,
+  split: (sha: string, seed: number, fraction: number, layout: string, part: 'train' | 'holdout') =>
+    `splits/${checkSha256(sha)}/${layout.replace(/[^a-f0-9]/g, '')}-seed-${Math.trunc(seed)}-holdout-${fraction.toFixed(4)}/${part}.csv`,
   modelBlob: (sha: string) => `models/sha256/${checkSha256(sha)}.onnx`,
   modelMetadata: (sha: string) => `models/sha256/${checkSha256(sha)}.metadata.json`,
   runReport: (model: string, workflowId: string, name: 'validation' | 'evaluation') =>

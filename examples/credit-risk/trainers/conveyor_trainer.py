@@ -18,39 +18,49 @@ from typing import Any
 import numpy as np
 
 MISSING_CATEGORY = "__missing__"
-EXIT_BAD_PARAMS = 2
+EXIT_INVALID_JOB = 2
 
 
-class BadParams(Exception):
-    """Raised for invalid job params; `run` turns it into exit code 2."""
+class InvalidJob(Exception):
+    """A malformed job file; `run` exits with code 2 (retrying cannot help)."""
+
+
+class BadParams(InvalidJob):
+    """Invalid job params; the message should name the offending param."""
 
 
 def load_job(path: str | None = None) -> dict[str, Any]:
     path = path or (sys.argv[1] if len(sys.argv) > 1 else os.environ.get("CONVEYOR_JOB_FILE"))
     if not path:
-        raise BadParams("no job file: pass it as argv[1] or set CONVEYOR_JOB_FILE")
+        raise InvalidJob("no job file: pass it as argv[1] or set CONVEYOR_JOB_FILE")
     with open(path, encoding="utf-8") as f:
         job = json.load(f)
     if job.get("schemaVersion") != 1:
-        raise BadParams(f"unsupported job schemaVersion: {job.get('schemaVersion')!r}")
+        raise InvalidJob(f"unsupported schemaVersion {job.get('schemaVersion')!r}")
     if job.get("task") not in ("classification", "regression"):
-        raise BadParams(f"task must be 'classification' or 'regression', got {job.get('task')!r}")
-    for feature in job.get("features") or []:
-        if feature.get("type") not in ("numeric", "categorical"):
-            raise BadParams(f"feature {feature.get('name')!r}: type must be 'numeric' or 'categorical'")
-    if not job.get("features"):
-        raise BadParams("features must be a non-empty list")
-    job.setdefault("params", {})
+        raise InvalidJob(f"task must be 'classification' or 'regression', got {job.get('task')!r}")
+    for key in ("target", "trainPath", "outputDir"):
+        if not isinstance(job.get(key), str) or not job[key]:
+            raise InvalidJob(f"{key} must be a non-empty string")
+    features = job.get("features")
+    if not isinstance(features, list) or not features:
+        raise InvalidJob("features must be a non-empty list")
+    for f in features:
+        if not isinstance(f, dict) or f.get("type") not in ("numeric", "categorical"):
+            raise InvalidJob(f"feature {f!r}: type must be 'numeric' or 'categorical'")
+    if not isinstance(job.setdefault("params", {}), dict):
+        raise BadParams("params must be an object")
     job.setdefault("seed", 0)
     return job
 
 
-def numeric_features(job: dict[str, Any]) -> list[str]:
-    return [f["name"] for f in job["features"] if f["type"] == "numeric"]
+def numeric_indices(job: dict[str, Any]) -> list[int]:
+    """Positions of the numeric features in job["features"] (and in feature_matrix)."""
+    return [i for i, f in enumerate(job["features"]) if f["type"] == "numeric"]
 
 
-def categorical_features(job: dict[str, Any]) -> list[str]:
-    return [f["name"] for f in job["features"] if f["type"] == "categorical"]
+def categorical_indices(job: dict[str, Any]) -> list[int]:
+    return [i for i, f in enumerate(job["features"]) if f["type"] == "categorical"]
 
 
 def read_csv(job: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -90,18 +100,13 @@ def read_csv(job: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return columns, y
 
 
-def to_frame(job: dict[str, Any], columns: dict[str, np.ndarray]) -> Any:
-    """A pandas DataFrame if pandas is installed, else a dict-like fallback is not
-    accepted by ColumnTransformer, so build a structured 2-D object array instead.
+def feature_matrix(job: dict[str, Any], columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Stack the feature columns, in job["features"] order, into a 2-D object array.
 
-    Kept here so trainers select columns by name, which is what makes the ONNX
-    export produce one input per feature.
+    Trainers address columns by position in this order; the ONNX export then maps
+    position i to input i, which is what yields one ONNX input per feature.
     """
-    try:
-        import pandas as pd  # type: ignore[import-not-found]
-    except ImportError:  # pragma: no cover - pandas is optional
-        return None
-    return pd.DataFrame({f["name"]: columns[f["name"]] for f in job["features"]})
+    return np.column_stack([columns[f["name"]].astype(object) for f in job["features"]])
 
 
 def progress(step: int, total: int, message: str) -> None:
@@ -137,16 +142,18 @@ def write_outputs(job: dict[str, Any], onnx_model_bytes: bytes, metadata: dict[s
 
 
 def run(main: Any) -> None:
-    """Run a trainer's main(job) with the contract's error handling and exit codes."""
+    """Run a trainer's main(job) with the contract's error reporting and exit codes."""
     try:
-        job = load_job()
-        main(job)
+        main(load_job())
     except BadParams as e:
         print(f"bad params: {e}", file=sys.stderr)
-        sys.exit(EXIT_BAD_PARAMS)
+        sys.exit(EXIT_INVALID_JOB)
+    except InvalidJob as e:
+        print(f"invalid job: {e}", file=sys.stderr)
+        sys.exit(EXIT_INVALID_JOB)
     except BrokenPipeError:
         _silence_stdout()
         sys.exit(1)
-    except Exception as e:  # noqa: BLE001 - report anything else as a plain failure
+    except Exception as e:  # noqa: BLE001 - anything else is a plain failure
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)

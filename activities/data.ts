@@ -1,0 +1,188 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { extname, isAbsolute, join } from 'node:path';
+import { ApplicationFailure, heartbeat } from '@temporalio/activity';
+import { ErrorType } from '../src/shared/errors.js';
+import type { DatasetRef, SplitRef } from '../src/shared/registry-types.js';
+import type { PipelineSpec } from '../src/spec/schema.js';
+import { keys } from '../src/store/keys.js';
+import { PreconditionFailedError } from '../src/store/artifact-store.js';
+import { openDataset } from '../src/data/load.js';
+import { validateDataset as runValidation } from '../src/data/validate.js';
+import { profileDataset } from '../src/data/profile.js';
+import { splitDataset as runSplit } from '../src/data/split.js';
+import { featureColumns } from '../src/data/features.js';
+import type { ActivityDeps } from './deps.js';
+import { activityLogger, withScratchDir } from './context.js';
+import { classified } from './errors.js';
+
+export interface IngestInput {
+  model: string;
+  source: string;
+}
+
+export interface ValidateInput {
+  model: string;
+  dataset: DatasetRef;
+  spec: PipelineSpec;
+  workflowId: string;
+}
+
+export interface ValidationSummary {
+  rowCount: number;
+  profileKey: string;
+  reportKey: string;
+}
+
+export interface SplitInput {
+  model: string;
+  dataset: DatasetRef;
+  spec: PipelineSpec;
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+function parseS3(uri: string): { bucket: string; key: string } {
+  const match = /^s3:\/\/([^/]+)\/(.+)$/.exec(uri);
+  if (!match?.[1] || !match[2]) throw ApplicationFailure.nonRetryable(`invalid dataset URI "${uri}" (expected s3://bucket/key)`, ErrorType.DataValidation);
+  return { bucket: match[1], key: match[2] };
+}
+
+export function dataActivities(deps: ActivityDeps) {
+  const cacheDir = join(deps.workDir, 'cache', 'datasets');
+
+  /** Returns a local path holding the dataset's exact bytes (verified by hash). */
+  async function materialize(dataset: DatasetRef): Promise<string> {
+    await mkdir(cacheDir, { recursive: true });
+    const path = join(cacheDir, `${dataset.sha256}.${dataset.format}`);
+    if (existsSync(path) && (await sha256File(path)) === dataset.sha256) return path;
+    const partial = `${path}.${process.pid}.download`;
+    await deps.store.getToFile(dataset.key, partial);
+    const actual = await sha256File(partial);
+    if (actual !== dataset.sha256) {
+      await rm(partial, { force: true });
+      throw ApplicationFailure.nonRetryable(`stored dataset ${dataset.key} has hash ${actual}, expected ${dataset.sha256}`, ErrorType.ArtifactIntegrity);
+    }
+    await rename(partial, path);
+    return path;
+  }
+
+  return {
+    /** Stores the dataset content-addressed; its SHA-256 is the data version. */
+    async ingestDataset(input: IngestInput): Promise<DatasetRef> {
+      const log = activityLogger(deps.logger);
+      return classified(async () => {
+        const format = extname(input.source).toLowerCase() === '.parquet' ? 'parquet' : 'csv';
+        return withScratchDir(deps.workDir, async (dir) => {
+          let localPath = input.source;
+          if (input.source.startsWith('s3://')) {
+            const { bucket, key } = parseS3(input.source);
+            localPath = join(dir, `source.${format}`);
+            await deps.openBucket(bucket).getToFile(key, localPath);
+          } else if (!isAbsolute(input.source) || !existsSync(input.source)) {
+            throw ApplicationFailure.nonRetryable(`dataset file not found on this worker: ${input.source}`, ErrorType.DataValidation);
+          }
+          const size = (await stat(localPath)).size;
+          const sha256 = await sha256File(localPath);
+          const ref: DatasetRef = { sha256, key: keys.dataset(sha256), source: input.source, format, size };
+          if (!(await deps.store.head(ref.key))) {
+            try {
+              await deps.store.putStream(ref.key, createReadStream(localPath), size, { ifAbsent: true });
+            } catch (err) {
+              if (!(err instanceof PreconditionFailedError)) throw err; // the same bytes, stored by another run
+            }
+          }
+          await deps.store.put(keys.datasetInfo(sha256), JSON.stringify({ format, size, firstSource: input.source }), {
+            contentType: 'application/json',
+          });
+          log.info({ dataVersion: sha256, size, source: input.source }, 'dataset stored');
+          return ref;
+        });
+      });
+    },
+
+    /** Profiles the data with DuckDB and checks schema and expectations; bad data stops the run. */
+    async validateDataset(input: ValidateInput): Promise<ValidationSummary> {
+      const log = activityLogger(deps.logger);
+      return classified(async () => {
+        const path = await materialize(input.dataset);
+        heartbeat();
+        const reportKey = keys.runReport(input.model, input.workflowId, 'validation');
+        let dataset;
+        try {
+          dataset = await openDataset(path, input.dataset.format);
+        } catch (err) {
+          const failures = (err as { failures?: unknown }).failures;
+          if (failures) await deps.store.put(reportKey, JSON.stringify({ passed: false, failures }, null, 2), { contentType: 'application/json' });
+          throw err;
+        }
+        try {
+          const report = await runValidation(dataset.connection, input.spec, { customChecks: deps.customChecks ?? {} });
+          await deps.store.put(reportKey, JSON.stringify(report, null, 2), { contentType: 'application/json' });
+          if (!report.passed) {
+            const lines = report.failures.slice(0, 10).map((f) => `[${f.rule}${f.column ? ` ${f.column}` : ''}] ${f.message}`);
+            log.warn({ failures: report.failures.length, reportKey }, 'data validation failed');
+            throw ApplicationFailure.create({
+              type: ErrorType.DataValidation,
+              nonRetryable: true,
+              message: `data validation failed (${report.failures.length} failures; report ${reportKey}):\n${lines.join('\n')}`,
+              details: [report.failures],
+            });
+          }
+          heartbeat();
+          const profile = await profileDataset(dataset.connection, input.spec);
+          const profileKey = keys.profile(input.dataset.sha256);
+          await deps.store.put(profileKey, JSON.stringify(profile, null, 2), { contentType: 'application/json' });
+          log.info({ rows: report.rowCount, checks: report.checks, profileKey }, 'data validated and profiled');
+          return { rowCount: report.rowCount, profileKey, reportKey };
+        } finally {
+          dataset.close();
+        }
+      });
+    },
+
+    /** Deterministic train/holdout split, stored content-addressed by data version and split settings. */
+    async splitDataset(input: SplitInput): Promise<SplitRef> {
+      const log = activityLogger(deps.logger);
+      return classified(async () => {
+        const { holdoutFraction, seed } = input.spec.split;
+        const layout = createHash('sha256')
+          .update(JSON.stringify({ features: featureColumns(input.spec), target: input.spec.target, columns: input.spec.schema.columns }))
+          .digest('hex')
+          .slice(0, 16);
+        const trainKey = keys.split(input.dataset.sha256, seed, holdoutFraction, layout, 'train');
+        const holdoutKey = keys.split(input.dataset.sha256, seed, holdoutFraction, layout, 'holdout');
+        const countsKey = trainKey.replace(/train\.csv$/, 'counts.json');
+        const existing = await deps.store.getWithEtag(countsKey);
+        if (existing) {
+          const counts = JSON.parse(existing.body.toString('utf8')) as { trainRows: number; holdoutRows: number };
+          return { seed, holdoutFraction, trainKey, holdoutKey, ...counts };
+        }
+        const path = await materialize(input.dataset);
+        return withScratchDir(deps.workDir, async (dir) => {
+          const dataset = await openDataset(path, input.dataset.format);
+          try {
+            const split = await runSplit(dataset.connection, input.spec, dir);
+            await deps.store.putStream(trainKey, createReadStream(split.trainPath), (await stat(split.trainPath)).size);
+            await deps.store.putStream(holdoutKey, createReadStream(split.holdoutPath), (await stat(split.holdoutPath)).size);
+            // Written last: its presence means both splits are complete.
+            await deps.store.put(countsKey, JSON.stringify({ trainRows: split.trainRows, holdoutRows: split.holdoutRows }), {
+              contentType: 'application/json',
+            });
+            log.info({ trainRows: split.trainRows, holdoutRows: split.holdoutRows }, 'dataset split');
+            return { seed, holdoutFraction, trainKey, holdoutKey, trainRows: split.trainRows, holdoutRows: split.holdoutRows };
+          } finally {
+            dataset.close();
+          }
+        });
+      });
+    },
+
+    materialize,
+  };
+}

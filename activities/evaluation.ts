@@ -1,0 +1,121 @@
+import { join } from 'node:path';
+import { heartbeat } from '@temporalio/activity';
+import type { AliasRecord, GateResult, ModelArtifactRef, SplitRef } from '../src/shared/registry-types.js';
+import type { PipelineSpec } from '../src/spec/schema.js';
+import { keys } from '../src/store/keys.js';
+import { featureColumns } from '../src/data/features.js';
+import { readSplitRows, type Row } from '../src/data/read-rows.js';
+import { loadModel, parseModelMetadata, type Prediction } from '../src/eval/onnx-model.js';
+import { classificationMetrics, regressionMetrics, sliceMetrics } from '../src/eval/metrics.js';
+import { evaluateGates } from '../src/eval/gates.js';
+import type { ActivityDeps } from './deps.js';
+import { activityLogger, withScratchDir } from './context.js';
+import { classified } from './errors.js';
+
+export interface EvaluateInput {
+  model: string;
+  spec: PipelineSpec;
+  artifact: ModelArtifactRef;
+  split: SplitRef;
+  production: AliasRecord | null;
+  workflowId: string;
+}
+
+export interface EvaluationReport {
+  reportKey: string;
+  metrics: Record<string, number | null>;
+  gates: GateResult[];
+  passed: boolean;
+  production: { version: number; sha256: string; metrics: Record<string, number | null> } | null;
+  holdoutRows: number;
+}
+
+type Metrics = Record<string, number | null>;
+
+function scalarMetrics(metrics: object): Metrics {
+  const out: Metrics = {};
+  for (const [name, value] of Object.entries(metrics)) if (typeof value === 'number' || value === null) out[name] = value;
+  return out;
+}
+
+export function evaluationActivities(deps: ActivityDeps) {
+  async function predictWith(artifact: { key: string; sha256: string; metadataKey: string }, rows: Row[]): Promise<Prediction> {
+    const [bytes, metadataBytes] = await Promise.all([deps.store.get(artifact.key), deps.store.get(artifact.metadataKey)]);
+    // loadModel verifies the SHA-256 before the bytes reach onnxruntime.
+    const model = await loadModel(bytes, artifact.sha256, parseModelMetadata(JSON.parse(metadataBytes.toString('utf8'))));
+    try {
+      return await model.predict(rows);
+    } finally {
+      await model.release();
+    }
+  }
+
+  function score(spec: PipelineSpec, rows: Row[], prediction: Prediction) {
+    const target = spec.target.column;
+    if (prediction.task === 'classification') {
+      const yTrue = rows.map((r) => r[target] as number | string);
+      const full = classificationMetrics(yTrue, prediction.probabilities, prediction.classes, prediction.labels);
+      const slices = Object.fromEntries(
+        spec.evaluation.slices.map((column) => [
+          column,
+          sliceMetrics(rows.map((r) => r[column]), { task: 'classification', yTrue, proba: prediction.probabilities, classes: prediction.classes, predicted: prediction.labels }),
+        ]),
+      );
+      return { metrics: scalarMetrics(full), detail: full, slices };
+    }
+    const yTrue = rows.map((r) => Number(r[target]));
+    const full = regressionMetrics(yTrue, prediction.values);
+    const slices = Object.fromEntries(
+      spec.evaluation.slices.map((column) => [column, sliceMetrics(rows.map((r) => r[column]), { task: 'regression', yTrue, yPred: prediction.values })]),
+    );
+    return { metrics: scalarMetrics(full), detail: full, slices };
+  }
+
+  return {
+    /**
+     * Runs the exact stored artifact (hash-verified) with onnxruntime-node on the
+     * holdout, and the production model on the same rows, then applies the gates.
+     */
+    async evaluateModel(input: EvaluateInput): Promise<EvaluationReport> {
+      const log = activityLogger(deps.logger);
+      return classified(() =>
+        withScratchDir(deps.workDir, async (dir) => {
+          const holdoutPath = join(dir, 'holdout.csv');
+          await deps.store.getToFile(input.split.holdoutKey, holdoutPath);
+          const columns = [...featureColumns(input.spec), input.spec.target.column];
+          const rows = await readSplitRows(holdoutPath, input.spec, columns);
+          heartbeat();
+          const candidate = score(input.spec, rows, await predictWith(input.artifact, rows));
+          heartbeat();
+          let production: EvaluationReport['production'] = null;
+          if (input.production) {
+            const record = await deps.registry.getVersion(input.model, input.production.version);
+            const scored = score(input.spec, rows, await predictWith(record.artifact, rows));
+            production = { version: record.version, sha256: record.artifact.sha256, metrics: scored.metrics };
+          }
+          const gates = evaluateGates({
+            metrics: candidate.metrics,
+            gates: input.spec.evaluation.gates,
+            beatProduction: input.spec.evaluation.beatProduction,
+            productionMetrics: production?.metrics ?? null,
+          });
+          const reportKey = keys.runReport(input.model, input.workflowId, 'evaluation');
+          const report = {
+            model: input.model,
+            artifact: input.artifact,
+            holdoutKey: input.split.holdoutKey,
+            holdoutRows: rows.length,
+            metrics: candidate.detail,
+            slices: candidate.slices,
+            production,
+            gates: gates.results,
+            passed: gates.passed,
+          };
+          await deps.store.put(reportKey, JSON.stringify(report, null, 2), { contentType: 'application/json' });
+          log.info({ metrics: candidate.metrics, passed: gates.passed, production: production?.version ?? null }, 'model evaluated');
+          return { reportKey, metrics: candidate.metrics, gates: gates.results, passed: gates.passed, production, holdoutRows: rows.length };
+        }),
+      );
+    },
+  };
+}

@@ -1,0 +1,2 @@
+export { modelPipeline } from './model-pipeline.js';
+export type { PipelineInput, PipelineResult } from './model-pipeline.js';

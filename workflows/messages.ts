@@ -1,0 +1,62 @@
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import type { StageName, StageState } from '../src/shared/constants.js';
+import type { GateResult } from '../src/shared/registry-types.js';
+import type { RunOutcome } from '../src/shared/errors.js';
+
+export interface StageStatus {
+  state: StageState;
+  startedAt?: string;
+  endedAt?: string;
+  detail?: string;
+}
+
+export interface AwaitingApproval {
+  model: string;
+  version: number;
+  sha256: string;
+  reviewers: string[];
+  submittedBy: string;
+  deadline: string;
+}
+
+export interface PipelineStatus {
+  model: string;
+  stage: StageName | 'done';
+  outcome: RunOutcome;
+  stages: Record<StageName, StageStatus>;
+  dataVersion?: string;
+  version?: number;
+  artifactSha256?: string;
+  metrics?: Record<string, number | null>;
+  gates?: GateResult[];
+  awaitingApproval?: AwaitingApproval;
+  error?: string;
+}
+
+export interface PipelineProgress {
+  stage: StageName | 'done';
+  completedStages: number;
+  totalStages: number;
+}
+
+/** A decision names exactly what it decides: model, version and artifact hash. */
+export interface DecisionRequest {
+  model: string;
+  version: number;
+  sha256: string;
+  reviewer: string;
+  comment?: string;
+}
+
+export interface DecisionResult {
+  decision: 'approved' | 'rejected';
+  model: string;
+  version: number;
+  reviewer: string;
+  decidedAt: string;
+}
+
+export const statusQuery = defineQuery<PipelineStatus>('status');
+export const progressQuery = defineQuery<PipelineProgress>('progress');
+export const approveUpdate = defineUpdate<DecisionResult, [DecisionRequest]>('approve');
+export const rejectUpdate = defineUpdate<DecisionResult, [DecisionRequest]>('reject');
