@@ -55,7 +55,9 @@ export async function openDataset(path: string, format: 'csv' | 'parquet'): Prom
     try {
       await connection.run(`CREATE TABLE ${DATASET_TABLE} AS SELECT * FROM ${source}`);
     } catch (err) {
-      throw new DataError([{ rule: 'parse', message: `cannot read ${format} file: ${errorText(err)}`, details: { path } }]);
+      // DuckDB's "Possible fixes" advise relaxing the parser, which is not the user's remedy
+      const text = errorText(err).split(/\n\s*Possible fixes:/)[0]!.trim();
+      throw new DataError([{ rule: 'parse', message: `cannot read ${format} file: ${text}`, details: { path } }]);
     }
     const reader = await connection.runAndReadAll(`SELECT count(*)::BIGINT AS n FROM ${DATASET_TABLE}`);
     const rowCount = Number(reader.getRowObjectsJS()[0]?.['n'] ?? 0);

@@ -1,4 +1,3 @@
-import { listValue } from '@duckdb/node-api';
 import type { DuckDBConnection } from '@duckdb/node-api';
 import type { ColumnSpec, PipelineSpec } from '../spec/schema.js';
 import { columnRelation, featureKind } from './features.js';
@@ -31,15 +30,19 @@ async function numericProfile(conn: DuckDBConnection, relation: string, col: Col
   const r = await first(
     conn,
     `SELECT count(s) AS count, count_if(ok AND NOT isfinite(p)) AS nonfinite, min(v)::DOUBLE AS min, max(v)::DOUBLE AS max,
-       avg(v) AS mean, stddev_samp(v) AS std, quantile_cont(v::DOUBLE, $1::DOUBLE[]) AS q, quantile_cont(v::DOUBLE, $2::DOUBLE[]) AS d
+       avg(v) AS mean, stddev_samp(v) AS std, quantile_cont(v::DOUBLE, [${QUANTILES.join(', ')}]) AS q, quantile_cont(v::DOUBLE, [${DECILES.join(', ')}]) AS d
      FROM ${relation}`,
-    [listValue(QUANTILES), listValue(DECILES)],
   );
   const count = Number(r['count']);
-  const q = r['q'] as number[] | null;
+  const min = orNull(r['min']);
+  const max = orNull(r['max']);
+  // quantile_cont interpolation leaves noise such as 7.000000000000001 for a constant column
+  const tidy = (x: number): number => Math.min(max!, Math.max(min!, Number(x.toPrecision(15))));
+  const q = (r['q'] as number[] | null)?.map(tidy);
   const quantiles: Quantiles | null = q
     ? { p01: q[0]!, p05: q[1]!, p25: q[2]!, p50: q[3]!, p75: q[4]!, p95: q[5]!, p99: q[6]! }
     : null;
+  const deciles = (r['d'] as number[] | null)?.map(tidy) ?? [];
   return {
     kind: 'numeric',
     declaredType: col.type,
@@ -47,12 +50,12 @@ async function numericProfile(conn: DuckDBConnection, relation: string, col: Col
     nulls: rowCount - count,
     nullFraction: rowCount === 0 ? 0 : (rowCount - count) / rowCount,
     nanOrInfinite: Number(r['nonfinite']),
-    min: orNull(r['min']),
-    max: orNull(r['max']),
+    min,
+    max,
     mean: orNull(r['mean']),
     std: orNull(r['std']),
     quantiles,
-    histogram: await histogram(conn, relation, (r['d'] as number[] | null) ?? []),
+    histogram: await histogram(conn, relation, deciles),
   };
 }
 

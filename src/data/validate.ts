@@ -114,13 +114,13 @@ function schemaProbes(column: string, col: ColumnSpec, isTarget: boolean, params
   if (col.type !== 'categorical') {
     probes.push({
       sql: counted('s IS NOT NULL AND NOT ok'),
-      judge: (r) => violation('type', column, r, (n, ex) => `${n} values are not valid ${col.type}${ex}`, { expected: col.type }),
+      judge: (r) => violation('type', column, r, (n, ex) => `${are(n)} not valid ${col.type}${ex}`, { expected: col.type }),
     });
   }
   if (numeric) {
     probes.push({
       sql: counted('ok AND NOT isfinite(p)'),
-      judge: (r) => violation('finite', column, r, (n, ex) => `${n} values are NaN or infinite${ex}`),
+      judge: (r) => violation('finite', column, r, (n, ex) => `${are(n)} NaN or infinite${ex}`),
     });
   }
   if (!col.nullable || isTarget) probes.push(nullProbe(column, 'not_null', isTarget ? 'the target cannot be null' : 'the column is not nullable'));
@@ -137,7 +137,7 @@ function rangeProbe(rule: string, column: string, min: number | undefined, max: 
   return {
     sql: `struct_pack(n := count_if(${below} OR ${above}), below := count_if(${below}), above := count_if(${above}), ex := min_by(s, rid, 10) FILTER (WHERE ${below} OR ${above}))`,
     judge: (r) =>
-      violation(rule, column, r, (n, ex) => `${n} values outside [${min ?? '-inf'}, ${max ?? 'inf'}]${ex}`, {
+      violation(rule, column, r, (n, ex) => `${are(n)} outside [${min ?? '-inf'}, ${max ?? 'inf'}]${ex}`, {
         below: num(r['below']),
         above: num(r['above']),
         min,
@@ -151,7 +151,7 @@ function setProbe(rule: string, column: string, col: ColumnSpec, values: string[
   const allowed = `[${parsedSql('x', col.type)} FOR x IN ${params.add(listValue(values))}::VARCHAR[]]`;
   return {
     sql: counted(`v IS NOT NULL AND NOT list_contains(${allowed}, v)`),
-    judge: (r) => violation(rule, column, r, (n, ex) => `${n} values are not in the allowed set${ex}`, { allowed: values }),
+    judge: (r) => violation(rule, column, r, (n, ex) => `${are(n)} not in the allowed set${ex}`, { allowed: values }),
   };
 }
 
@@ -162,11 +162,11 @@ function targetProbes(column: string, col: ColumnSpec, task: PipelineSpec['targe
   }
   return [
     {
-      sql: `struct_pack(classes := count(DISTINCT v), only := CAST(min(v) AS VARCHAR))`,
+      sql: `struct_pack(classes := count(DISTINCT v), sole := CAST(min(v) AS VARCHAR))`,
       judge: (r) => {
         const classes = num(r['classes']);
         if (classes >= 2) return null;
-        const message = classes === 0 ? 'target has no valid values' : `single-class target: only value ${String(r['only'])} present`;
+        const message = classes === 0 ? 'target has no valid values' : `single-class target: only value ${String(r['sole'])} present`;
         return { rule: 'target_classes', column, message, details: { classes } };
       },
     },
@@ -191,7 +191,7 @@ function expectationProbe(e: Expectation, column: string, col: ColumnSpec, relat
         sql:
           `struct_pack(n := count(v) - count(DISTINCT v), ex := (SELECT min_by(CAST(v AS VARCHAR), first, 10) FROM ` +
           `(SELECT v, min(rid) AS first FROM ${relation} WHERE v IS NOT NULL GROUP BY v HAVING count(*) > 1)))`,
-        judge: (r) => violation('unique', column, r, (n, ex) => `${n} values repeat an earlier value${ex}`),
+        judge: (r) => violation('unique', column, r, (n, ex) => `${n} ${n === 1 ? 'value repeats' : 'values repeat'} an earlier value${ex}`),
       };
     case 'max_null_fraction':
       return {
@@ -246,6 +246,10 @@ async function runCustom(
     // a crashing check is as deterministic as a failing one; retrying would not help
     return failure(`custom check "${name}" threw: ${err instanceof Error ? err.message : String(err)}`);
   }
+}
+
+function are(n: number): string {
+  return n === 1 ? '1 value is' : `${n} values are`;
 }
 
 function num(value: unknown): number {

@@ -1,0 +1,238 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Command, Option } from 'commander';
+import { loadConfig, type Config } from '../config.js';
+import { createLogger } from '../logger.js';
+import { EXIT_CODES, RunOutcome } from '../shared/errors.js';
+import { loadPipelineFile } from '../spec/load.js';
+import { InvalidSpecError } from '../spec/define.js';
+import { connectClient } from '../temporal/client.js';
+import { currentUser, decide, describeFailure, findAwaitingRun, runStatus, startPipeline, waitForRun } from '../runs.js';
+import { MinioArtifactStore } from '../store/minio-store.js';
+import { Registry } from '../registry/registry.js';
+import { formatStatus, parseModelRef } from './format.js';
+import { STAGES } from '../shared/constants.js';
+import type { PipelineStatus } from '../../workflows/messages.js';
+
+function out(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function json(value: unknown): void {
+  out(JSON.stringify(value, null, 2));
+}
+
+async function registry(config: Config): Promise<Registry> {
+  return new Registry(new MinioArtifactStore(config.s3));
+}
+
+/** Prints stage transitions and training progress until the run ends. */
+async function follow(handle: Awaited<ReturnType<typeof startPipeline>>, quiet: boolean): Promise<void> {
+  let lastLine = '';
+  const done = waitForRun(handle).then(() => true);
+  for (;;) {
+    const finished = await Promise.race([done, sleep(1000).then(() => false)]);
+    let status: PipelineStatus | undefined;
+    try {
+      status = await runStatus(handle);
+    } catch {
+      // the run may have finished between race and query
+    }
+    if (status && !quiet) {
+      const stage = status.stage === 'done' ? undefined : status.stages[status.stage];
+      let line = STAGES.filter((s) => status.stages[s].state === 'done').map((s) => `${s} ✓`).join('  ');
+      if (stage?.state === 'running') {
+        line += `${line ? '  ' : ''}${status.stage} …`;
+        if (status.stage === 'train') {
+          const desc = await handle.describe();
+          const pending = desc.raw.pendingActivities?.[0];
+          const details = pending?.heartbeatDetails?.payloads?.[0]?.data;
+          if (details) {
+            const progress = JSON.parse(Buffer.from(details).toString('utf8')) as { step?: number; total?: number; message?: string };
+            line += ` ${progress.step ?? '?'}/${progress.total ?? '?'} ${progress.message ?? ''}`;
+          }
+          if (pending?.attempt && pending.attempt > 1) line += ` (attempt ${pending.attempt})`;
+        }
+      }
+      if (status.awaitingApproval) line += `  awaiting approval of ${status.model}@${status.awaitingApproval.version}`;
+      if (line !== lastLine) out(`  ${line}`);
+      lastLine = line;
+    }
+    if (finished) return;
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('conveyor').description('Model-lifecycle pipelines on Temporal').showHelpAfterError();
+  const config = loadConfig();
+  const logger = createLogger({ level: config.logLevel });
+
+  program
+    .command('run <pipeline>')
+    .description('start a pipeline run from a pipeline file (.ts)')
+    .option('--wait', 'follow the run stage by stage; the exit code says how it ended')
+    .option('--id <workflowId>', 'workflow id to use (default: pipeline-<model>-<time>-<random>)')
+    .option('--json', 'machine-readable output')
+    .action(async (file: string, opts: { wait?: boolean; id?: string; json?: boolean }) => {
+      const pipeline = await loadPipelineFile(file);
+      const client = await connectClient(config);
+      const handle = await startPipeline(client, config, pipeline, opts.id ? { workflowId: opts.id } : {});
+      if (!opts.json) out(`started ${pipeline.spec.name}: workflow ${handle.workflowId} run ${handle.firstExecutionRunId}`);
+      if (!opts.wait) {
+        if (opts.json) json({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId });
+        return;
+      }
+      if (!opts.json) await follow(handle, false);
+      const end = await waitForRun(handle);
+      const status = await runStatus(handle).catch(() => undefined);
+      if (opts.json) json({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId, ...end, status });
+      else {
+        if (status) out(formatStatus(status));
+        out(`result: ${end.outcome}${end.message ? ` — ${end.message}` : ''}`);
+      }
+      process.exitCode = EXIT_CODES[end.outcome];
+    });
+
+  program
+    .command('status <workflowId>')
+    .description('show the stages, metrics and decision state of a run')
+    .option('--json', 'machine-readable output')
+    .action(async (workflowId: string, opts: { json?: boolean }) => {
+      const client = await connectClient(config);
+      const handle = client.workflow.getHandle(workflowId);
+      const status = await runStatus(handle);
+      const desc = await handle.describe();
+      const end = desc.status.name === 'RUNNING' ? { outcome: RunOutcome.Running } : desc.status.name === 'COMPLETED' ? { outcome: status.outcome } : await waitForRun(handle);
+      if (opts.json) json({ workflowId, runId: desc.runId, temporalStatus: desc.status.name, ...end, status });
+      else out(`${formatStatus(status)}\n  temporal: ${desc.status.name}`);
+    });
+
+  for (const kind of ['approve', 'reject'] as const) {
+    program
+      .command(`${kind} <modelAtVersion>`)
+      .description(`${kind} the candidate model version awaiting a decision`)
+      .option('--comment <text>', kind === 'reject' ? 'why (required)' : 'optional note')
+      .option('--as <reviewer>', 'reviewer identity (default: CONVEYOR_USER or the OS user)')
+      .option('--json', 'machine-readable output')
+      .action(async (ref: string, opts: { comment?: string; as?: string; json?: boolean }) => {
+        const { model, version } = parseModelRef(ref);
+        if (version === undefined) throw new Error(`name the version: ${model}@<version>`);
+        if (kind === 'reject' && !opts.comment) throw new Error('reject needs --comment "<why>"');
+        const client = await connectClient(config);
+        const handle = await findAwaitingRun(client, model, version);
+        const reviewer = opts.as ?? currentUser();
+        const result = await decide(handle, kind, { model, version, reviewer, ...(opts.comment ? { comment: opts.comment } : {}) });
+        if (opts.json) json(result);
+        else out(`${result.decision}: ${model}@${version} by ${result.reviewer} (run ${handle.workflowId})`);
+      });
+  }
+
+  const models = program.command('models').description('list registered models').option('--json', 'machine-readable output');
+  models.action(async (opts: { json?: boolean }) => {
+    const reg = await registry(config);
+    const rows = [];
+    for (const name of await reg.listModels()) {
+      const versions = await reg.listVersions(name);
+      const production = await reg.getAlias(name, 'production');
+      rows.push({ model: name, versions: versions.length, latest: versions.at(-1) ?? null, production: production?.version ?? null });
+    }
+    if (opts.json) return json(rows);
+    if (!rows.length) return out('no models registered yet');
+    for (const r of rows) out(`${r.model.padEnd(24)} versions=${r.versions} latest=${r.latest} production=${r.production ?? '-'}`);
+  });
+  models
+    .command('show <modelRef>')
+    .description('show a model (all versions) or one version: <model>[@<version>]')
+    .option('--json', 'machine-readable output')
+    .action(async (ref: string, opts: { json?: boolean }) => {
+      const { model, version } = parseModelRef(ref);
+      const reg = await registry(config);
+      if (version !== undefined) {
+        const record = await reg.getVersion(model, version);
+        const decision = await reg.getDecision(model, version);
+        if (opts.json) return json({ ...record, decision });
+        out(`${model}@${version}  created ${record.createdAt}`);
+        out(`  artifact  sha256:${record.artifact.sha256} (${record.artifact.framework}, ${record.artifact.algorithm})`);
+        out(`  data      sha256:${record.data.sha256} from ${record.data.source} (${record.data.rowCount} rows)`);
+        out(`  trainer   ${record.trainer.entry} params=${JSON.stringify(record.trainer.params)}`);
+        out(`  code      spec ${record.code.specHash.slice(0, 12)} git ${record.code.gitCommit?.slice(0, 12) ?? 'n/a'}${record.code.gitDirty ? ' (dirty)' : ''}`);
+        out(`  metrics   ${Object.entries(record.evaluation.metrics).map(([k, v]) => `${k}=${v === null ? 'n/a' : v.toFixed(4)}`).join(' ')}`);
+        for (const g of record.evaluation.gates) out(`  gate      ${g.passed ? 'pass' : 'FAIL'} ${g.gate} (actual ${g.actual ?? 'n/a'})`);
+        out(`  run       ${record.run.workflowId} / ${record.run.runId} by ${record.run.submittedBy}`);
+        if (decision) out(`  decision  ${decision.decision}${decision.by.length ? ` by ${decision.by.join(', ')}` : ''} at ${decision.decidedAt}${decision.comment ? `: ${decision.comment}` : ''}`);
+        return;
+      }
+      const versions = await reg.listVersions(model);
+      const aliases = { production: await reg.getAlias(model, 'production') };
+      const deployments = await reg.listDeployments(model);
+      if (opts.json) return json({ model, versions, aliases, deployments });
+      out(`${model}: ${versions.length} versions; production → ${aliases.production ? `@${aliases.production.version}` : 'none'}`);
+      for (const v of versions) {
+        const r = await reg.getVersion(model, v);
+        out(`  @${v}  ${r.createdAt}  sha256:${r.artifact.sha256.slice(0, 12)}  data:${r.data.sha256.slice(0, 12)}  ${Object.entries(r.evaluation.metrics).slice(0, 3).map(([k, x]) => `${k}=${x?.toFixed(3) ?? 'n/a'}`).join(' ')}`);
+      }
+      for (const d of deployments) out(`  deployed @${d.version} at ${d.deployedAt} (was ${d.previousVersion ?? 'none'}) by ${d.run.workflowId}`);
+    });
+
+  program
+    .command('worker')
+    .description('run a worker: workflows and light activities, and/or training')
+    .addOption(new Option('--role <role...>', 'which task queues to poll').choices(['pipeline', 'training']).default(['pipeline', 'training']))
+    .action(async (opts: { role: Array<'pipeline' | 'training'> }) => {
+      const { createWorkers } = await import('../worker.js');
+      const running = await createWorkers({ config, logger, roles: opts.role });
+      for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => running.shutdown());
+      logger.info({ roles: opts.role, taskQueues: config.taskQueues, temporal: config.temporal.address }, 'worker started');
+      await running.run();
+    });
+
+  program
+    .command('serve')
+    .description('serve predictions from each model\'s production version')
+    .option('--port <port>', 'port', (v) => Number(v))
+    .action(async (opts: { port?: number }) => {
+      const { startServing } = await import('../serving/service.js');
+      const service = await startServing(config, logger, opts.port ? { port: opts.port } : {});
+      logger.info({ url: service.url, models: service.host.list() }, 'serving');
+      for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void service.close());
+    });
+
+  const dev = program.command('dev').description('local Temporal dev server and MinIO as background processes');
+  dev.command('up').description('start both (data under .conveyor/dev) and wait until healthy').action(async () => {
+    const { devUp } = await import('../dev/dev-env.js');
+    const status = await devUp(config, out);
+    out(`Temporal  ${status.temporal.address}   web UI ${status.temporal.ui}`);
+    out(`MinIO     ${status.minio.endpoint}   console ${status.minio.console}   (user ${config.s3.accessKey})`);
+  });
+  dev.command('down').description('stop both').action(async () => {
+    const { devDown } = await import('../dev/dev-env.js');
+    await devDown(config, out);
+  });
+  dev
+    .command('status')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }) => {
+      const { devStatus } = await import('../dev/dev-env.js');
+      const status = await devStatus(config);
+      if (opts.json) return json(status);
+      out(`Temporal  ${status.temporal.healthy ? 'healthy' : 'down'}  ${status.temporal.address}  UI ${status.temporal.ui}`);
+      out(`MinIO     ${status.minio.healthy ? 'healthy' : 'down'}  ${status.minio.endpoint}  console ${status.minio.console}`);
+      if (!status.temporal.healthy || !status.minio.healthy) process.exitCode = 1;
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof InvalidSpecError || (err as Error).name === 'InvalidSpecError') {
+      process.stderr.write(`${(err as Error).message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    const end = describeFailure(err);
+    process.stderr.write(`error: ${end.message ?? (err as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,106 @@
+import type { Logger } from '../logger.js';
+import type { Registry } from '../registry/registry.js';
+import type { ArtifactStore } from '../store/artifact-store.js';
+import { loadModel, parseModelMetadata, type LoadedModel } from '../eval/onnx-model.js';
+import { ALIASES } from '../shared/constants.js';
+
+export interface ServedModel {
+  model: string;
+  version: number;
+  sha256: string;
+  loaded: LoadedModel;
+  inFlight: number;
+  loadedAt: string;
+}
+
+/**
+ * Keeps one inference session per model on the version its alias points at.
+ * A new version is loaded (hash verified) and warmed up before it takes traffic;
+ * the old session is released only after its in-flight requests finish.
+ */
+export class ModelHost {
+  private readonly served = new Map<string, ServedModel>();
+  private readonly failedLoads = new Map<string, string>();
+  private refreshing: Promise<void> | undefined;
+  ready = false;
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly store: ArtifactStore,
+    private readonly logger: Logger,
+    private readonly alias: string = ALIASES.production,
+  ) {}
+
+  get(model: string): ServedModel | undefined {
+    return this.served.get(model);
+  }
+
+  list(): Array<Omit<ServedModel, 'loaded' | 'inFlight'>> {
+    return [...this.served.values()].map(({ model, version, sha256, loadedAt }) => ({ model, version, sha256, loadedAt }));
+  }
+
+  /** Runs `fn` against the current session, counting it as in flight so a swap never releases it mid-request. */
+  async use<T>(model: string, fn: (served: ServedModel) => Promise<T>): Promise<T | undefined> {
+    const served = this.served.get(model);
+    if (!served) return undefined;
+    served.inFlight++;
+    try {
+      return await fn(served);
+    } finally {
+      served.inFlight--;
+    }
+  }
+
+  refresh(): Promise<void> {
+    this.refreshing ??= this.doRefresh().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  private async doRefresh(): Promise<void> {
+    for (const model of await this.registry.listModels()) {
+      const alias = await this.registry.getAlias(model, this.alias);
+      const current = this.served.get(model);
+      if (!alias || (current && current.version === alias.version && current.sha256 === alias.sha256)) continue;
+      const attemptKey = `${alias.version}:${alias.sha256}`;
+      if (this.failedLoads.get(model) === attemptKey) continue;
+      try {
+        await this.swap(model, alias.version);
+        this.failedLoads.delete(model);
+      } catch (err) {
+        this.failedLoads.set(model, attemptKey);
+        this.logger.error({ model, version: alias.version, err: (err as Error).message }, 'refusing to serve new version; keeping the current one');
+      }
+    }
+    this.ready = true;
+  }
+
+  private async swap(model: string, version: number): Promise<void> {
+    const record = await this.registry.getVersion(model, version);
+    const [bytes, metadataBytes] = await Promise.all([
+      this.store.get(record.artifact.key),
+      this.store.get(record.artifact.metadataKey),
+    ]);
+    const metadata = parseModelMetadata(JSON.parse(metadataBytes.toString('utf8')));
+    // The registry's hash, not the blob's name, is what the bytes must match.
+    const loaded = await loadModel(bytes, record.artifact.sha256, metadata);
+    const warmup = Object.fromEntries(metadata.inputs.map((i) => [i.name, i.type === 'float' ? 0 : '__missing__']));
+    await loaded.predict([warmup]);
+    const previous = this.served.get(model);
+    this.served.set(model, { model, version, sha256: record.artifact.sha256, loaded, inFlight: 0, loadedAt: new Date().toISOString() });
+    this.logger.info({ model, version, sha256: record.artifact.sha256, previous: previous?.version ?? null }, 'serving new version');
+    if (previous) void this.drainAndRelease(previous);
+  }
+
+  private async drainAndRelease(old: ServedModel): Promise<void> {
+    while (old.inFlight > 0) await new Promise((r) => setTimeout(r, 10));
+    await old.loaded.release();
+  }
+
+  async close(): Promise<void> {
+    await this.refreshing;
+    for (const served of this.served.values()) await this.drainAndRelease(served);
+    this.served.clear();
+  }
+}
