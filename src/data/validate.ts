@@ -93,18 +93,28 @@ function counted(cond: string, example = 's'): string {
   return `struct_pack(n := count_if(${cond}), ex := min_by(${example}, rid, 10) FILTER (WHERE ${cond}))`;
 }
 
-function violation(rule: string, column: string, r: Row, describe: (n: number, ex: string) => string, extra?: Record<string, unknown>): ValidationFailure | null {
+function violation(
+  rule: string,
+  column: string,
+  r: Row,
+  describe: (n: number, ex: string) => string,
+  extra?: Record<string, unknown>,
+  examplesKey: 'examples' | 'rows' = 'examples',
+): ValidationFailure | null {
   const count = num(r['n']);
   if (count === 0) return null;
-  const examples = [...new Set(((r['ex'] as unknown[] | null) ?? []).map((x) => (typeof x === 'bigint' ? Number(x) : x)))].slice(0, EXAMPLE_LIMIT);
-  const exText = examples.length ? ` (e.g. ${examples.map((x) => JSON.stringify(x)).join(', ')})` : '';
-  return { rule, column, message: describe(count, exText), details: { count, examples, ...extra } };
+  const found = ((r['ex'] as unknown[] | null) ?? []).map((x) => (typeof x === 'bigint' ? Number(x) : x));
+  const examples = [...new Set(found)].slice(0, EXAMPLE_LIMIT);
+  const shown = examples.map((x) => (examplesKey === 'rows' ? String(x) : JSON.stringify(x))).join(', ');
+  const exText = examples.length ? ` (${examplesKey === 'rows' ? 'rows' : 'e.g.'} ${shown})` : '';
+  return { rule, column, message: describe(count, exText), details: { count, [examplesKey]: examples, ...extra } };
 }
 
+/** Row numbers are 1-based data rows (the header not counted). */
 function nullProbe(column: string, rule: string, what: string): Probe {
   return {
     sql: counted('s IS NULL', 'rid + 1'),
-    judge: (r, b) => violation(rule, column, r, (n) => `${n} of ${b.rowCount} rows are null but ${what}`, { field: 'rows' }),
+    judge: (r, b) => violation(rule, column, r, (n, ex) => `${n} of ${b.rowCount} rows are null but ${what}${ex}`, undefined, 'rows'),
   };
 }
 

@@ -161,7 +161,8 @@ describe('validateDataset on CSV', () => {
   it('reports nulls (empty or blank) in a non-nullable column but not in a nullable one', async () => {
     const report = await validateFile('nulls.csv');
     const f = failure(report, 'not_null', 'age');
-    expect(f.details).toMatchObject({ count: 2, examples: [2, 4] });
+    expect(f.details).toEqual({ count: 2, rows: [2, 4] });
+    expect(f.message).toBe('2 of 4 rows are null but the column is not nullable (rows 2, 4)');
     expect(report.failures.some((x) => x.column === 'income')).toBe(false);
   });
 
