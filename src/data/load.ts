@@ -63,6 +63,11 @@ export async function openDataset(path: string, format: 'csv' | 'parquet'): Prom
     const rowCount = Number(reader.getRowObjectsJS()[0]?.['n'] ?? 0);
     if (rowCount === 0) throw emptyError();
     const columns = (await connection.runAndReadAll(`SELECT * FROM ${DATASET_TABLE} LIMIT 0`)).columnNames();
+    // such a column would shadow DuckDB's rowid, which carries the file order
+    const shadowing = columns.find((c) => c.toLowerCase() === 'rowid');
+    if (shadowing !== undefined) {
+      throw new DataError([{ rule: 'parse', column: shadowing, message: `column name "${shadowing}" is reserved; rename the column` }]);
+    }
     return { instance, connection, table: DATASET_TABLE, columns, rowCount, close };
   } catch (err) {
     close();

@@ -32,7 +32,7 @@ function tokenMatches(presented: string, tokens: string[]): boolean {
 
 export function createServingApp(opts: ServingOptions): FastifyInstance {
   if (opts.tokens.length === 0) throw new Error('serving needs at least one API token (CONVEYOR_SERVE_TOKEN)');
-  const app = Fastify({ loggerInstance: opts.logger.child({ component: 'serving' }) as FastifyBaseLogger, bodyLimit: opts.bodyLimitBytes ?? 5 * 1024 * 1024, genReqId: () => randomUUID(), disableRequestLogging: true });
+  const app = Fastify({ loggerInstance: opts.logger.child({ component: 'serving' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: opts.bodyLimitBytes ?? 5 * 1024 * 1024, genReqId: () => randomUUID() });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => (opts.host.ready ? { status: 'ready', models: opts.host.list() } : reply.code(503).send({ status: 'loading' })));
@@ -48,9 +48,10 @@ export function createServingApp(opts: ServingOptions): FastifyInstance {
 
   app.get('/v1/models', async () => ({ models: opts.host.list() }));
 
-  // "::" is fastify's literal colon: the route is /v1/models/<name>:predict.
-  app.post<{ Params: { name: string } }>('/v1/models/:name::predict', async (req, reply) => {
-    const { name } = req.params;
+  // Google-style custom method: /v1/models/<name>:predict. The router sees one segment.
+  app.post<{ Params: { target: string } }>('/v1/models/:target', async (req, reply) => {
+    const [name = '', method] = req.params.target.split(':');
+    if (method !== 'predict') return reply.code(404).send({ error: `unknown method "${method ?? ''}"; use POST /v1/models/<name>:predict` });
     if (!isValidName(name)) return reply.code(400).send({ error: `invalid model name "${name}"` });
     const parsed = predictBody.safeParse(req.body);
     if (!parsed.success) {

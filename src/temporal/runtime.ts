@@ -13,7 +13,9 @@ const LEVELS: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'> = 
 export class PinoTemporalLogger implements TemporalLogger {
   constructor(private readonly pino: Logger) {}
   log(level: LogLevel, message: string, meta?: LogMetadata): void {
-    this.pino[LEVELS[level]]({ ...(meta ?? {}) }, message);
+    // pino serialises errors only under `err`; the SDK puts them under `error`.
+    const { error, ...rest } = (meta ?? {}) as LogMetadata & { error?: unknown };
+    this.pino[LEVELS[level]](error === undefined ? rest : { ...rest, err: error }, message);
   }
   trace(message: string, meta?: LogMetadata): void {
     this.log('TRACE', message, meta);

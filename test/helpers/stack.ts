@@ -26,6 +26,7 @@ export function testConfig(name: string): Config {
     CONVEYOR_TASK_QUEUE: `${id}-pipeline`,
     CONVEYOR_TRAINING_TASK_QUEUE: `${id}-training`,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+    ...(process.env.CONVEYOR_PYTHON ? { CONVEYOR_PYTHON: process.env.CONVEYOR_PYTHON } : {}),
   });
   return config;
 }

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -95,6 +95,36 @@ describe('openDataset', () => {
     for (const file of ['empty.csv', 'header-only.csv']) {
       const err = await openError(fixture(file));
       expect(err.failures).toEqual([{ rule: 'row_count', message: 'dataset is empty' }]);
+    }
+  });
+
+  it('refuses a column named rowid, which would hide the file order', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'conveyor-load-'));
+    try {
+      const path = join(dir, 'rowid.csv');
+      await writeFile(path, 'a,RowId\n1,2\n');
+      const err = await openError(path);
+      expect(err.failures).toMatchObject([{ rule: 'parse', column: 'RowId' }]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads quoted header names, CRLF line ends and a BOM', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'conveyor-load-'));
+    try {
+      const path = join(dir, 'quoted.csv');
+      await writeFile(path, '\uFEFF"a, b","say ""hi""",c\r\n1,"x\r\ny",3\r\n');
+      const ds = await openDataset(path, 'csv');
+      try {
+        expect(ds.columns).toEqual(['a, b', 'say "hi"', 'c']);
+        const rows = (await ds.connection.runAndReadAll('SELECT * FROM dataset')).getRowObjectsJS();
+        expect(rows).toEqual([{ 'a, b': '1', 'say "hi"': 'x\r\ny', c: '3' }]);
+      } finally {
+        ds.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

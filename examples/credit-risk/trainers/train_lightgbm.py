@@ -57,9 +57,6 @@ update_registered_converter(
 def main(job: dict[str, Any]) -> None:
     algorithm, estimator, params = train_sklearn.make_estimator(job, ALGORITHMS, DEFAULT_ALGORITHM)
     estimator.set_params(**FIXED)
-    if "random_state" not in job["params"]:
-        params["random_state"] = job["seed"]
-        estimator.set_params(random_state=job["seed"])
     train_sklearn.train(job, f"lightgbm {lightgbm.__version__}", algorithm, estimator, {**params, **FIXED})
 
 
