@@ -44,7 +44,7 @@ export interface PipelineResult {
 }
 
 /** How often a promotion re-checks gates after losing the alias race to another run. */
-const MAX_PROMOTION_ATTEMPTS = 5;
+const MAX_PROMOTION_ATTEMPTS = 20;
 
 export async function modelPipeline(input: PipelineInput): Promise<PipelineResult> {
   const { spec } = input;

@@ -133,7 +133,7 @@ def write_outputs(job: dict[str, Any], onnx_model_bytes: bytes, metadata: dict[s
     # Write-then-rename so a reader never sees a half-written file.
     for name, data in (
         ("model.onnx", onnx_model_bytes),
-        ("metadata.json", (json.dumps(metadata, indent=2, sort_keys=False) + "\n").encode("utf-8")),
+        ("metadata.json", (json.dumps(metadata, indent=2) + "\n").encode("utf-8")),
     ):
         tmp = os.path.join(out, f".{name}.tmp")
         with open(tmp, "wb") as f:

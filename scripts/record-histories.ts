@@ -1,0 +1,77 @@
+/**
+ * Records workflow histories for the replay test (test/replay.test.ts): runs the
+ * pipeline through each path on a fresh dev stack and saves every history under
+ * test/fixtures/histories/. Re-record only when a workflow change is meant to be
+ * incompatible — and then guard the old path with patched().
+ *
+ *   node --import tsx scripts/record-histories.ts
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { execFileSync } from 'node:child_process';
+import { loadConfig } from '../src/config.js';
+import { locateBinary, startDevStack } from '../src/dev/servers.js';
+import { createLogger } from '../src/logger.js';
+import { decide, startPipeline, waitForRun } from '../src/runs.js';
+import { loadPipelineFile, type LoadedPipeline } from '../src/spec/load.js';
+import { createWorkers } from '../src/worker.js';
+import { statusQuery } from '../workflows/messages.js';
+
+const OUT = 'test/fixtures/histories';
+
+const dir = mkdtempSync(join(tmpdir(), 'conveyor-record-'));
+const stack = await startDevStack({ dir, accessKey: 'record', secretKey: 'record-secret' });
+try {
+  const config = loadConfig({
+    ...process.env,
+    TEMPORAL_ADDRESS: stack.temporalAddress,
+    CONVEYOR_S3_ENDPOINT: stack.s3Endpoint,
+    CONVEYOR_S3_ACCESS_KEY: stack.accessKey,
+    CONVEYOR_S3_SECRET_KEY: stack.secretKey,
+    CONVEYOR_HOME: join(dir, 'home'),
+  });
+  const logger = createLogger({ level: 'warn', pretty: false });
+  const workers = await createWorkers({ config, logger });
+  const running = workers.run();
+  const connection = await Connection.connect({ address: config.temporal.address });
+  const client = new Client({ connection });
+  const base = await loadPipelineFile('examples/credit-risk/pipeline.ts');
+  const variant = (patch: Partial<LoadedPipeline['spec']>): LoadedPipeline => ({ ...base, spec: { ...base.spec, ...patch } });
+
+  async function record(name: string, pipeline: LoadedPipeline, during?: (h: Awaited<ReturnType<typeof startPipeline>>) => Promise<void>): Promise<void> {
+    const handle = await startPipeline(client, config, pipeline, { submittedBy: 'alice', workflowId: `record-${name}` });
+    if (during) await during(handle);
+    const end = await waitForRun(handle);
+    // The CLI writes the canonical proto JSON that historyFromJSON reads back.
+    const json = execFileSync(locateBinary('temporal'), ['workflow', 'show', '--address', config.temporal.address, '--workflow-id', handle.workflowId, '--output', 'json']);
+    writeFileSync(join(OUT, `${name}.json`), json);
+    console.log(`${name}: ${end.outcome} (${(JSON.parse(json.toString()) as { events: unknown[] }).events.length} events)`);
+  }
+
+  const approveWhenAsked = (kind: 'approve' | 'reject') => async (handle: Awaited<ReturnType<typeof startPipeline>>) => {
+    for (;;) {
+      const status = await handle.query(statusQuery);
+      if (status.awaitingApproval) {
+        await decide(handle, kind, { model: status.model, version: status.awaitingApproval.version, reviewer: 'bob', comment: 'recorded' });
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  const manual = { approval: { mode: 'manual' as const, reviewers: ['bob'], timeout: '1h' } };
+
+  await record('auto-deployed', base);
+  await record('manual-approved', variant(manual), approveWhenAsked('approve'));
+  await record('manual-rejected', variant(manual), approveWhenAsked('reject'));
+  await record('gate-failed', variant({ evaluation: { ...base.spec.evaluation, gates: [{ metric: 'roc_auc', min: 0.999 }] } }));
+  await record('data-invalid', variant({ dataset: { source: join(process.cwd(), 'test/fixtures/data/empty.csv') } }));
+
+  workers.shutdown();
+  await running;
+  await connection.close();
+} finally {
+  await stack.stop();
+  rmSync(dir, { recursive: true, force: true });
+}

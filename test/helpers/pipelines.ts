@@ -1,0 +1,25 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WorkflowHandle } from '@temporalio/client';
+import { loadPipelineFile, type LoadedPipeline } from '../../src/spec/load.js';
+import type { PipelineSpec } from '../../src/spec/schema.js';
+import { runStatus } from '../../src/runs.js';
+import type { PipelineStatus } from '../../workflows/messages.js';
+
+export const EXAMPLE = 'examples/credit-risk/pipeline.ts';
+
+export async function examplePipeline(patch: (spec: PipelineSpec) => PipelineSpec = (s) => s): Promise<LoadedPipeline> {
+  const loaded = await loadPipelineFile(EXAMPLE);
+  return { ...loaded, spec: patch(loaded.spec) };
+}
+
+/** Polls the status query until `predicate` holds (bounded). */
+export async function waitForStatus(handle: WorkflowHandle, predicate: (s: PipelineStatus) => boolean, timeoutMs = 60_000): Promise<PipelineStatus> {
+  const deadline = Date.now() + timeoutMs;
+  let last: PipelineStatus | undefined;
+  while (Date.now() < deadline) {
+    last = await runStatus(handle).catch(() => undefined);
+    if (last && predicate(last)) return last;
+    await sleep(100);
+  }
+  throw new Error(`status condition not reached within ${timeoutMs}ms; last status: ${JSON.stringify(last)}`);
+}

@@ -1,0 +1,21 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Worker } from '@temporalio/worker';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils.js';
+import { workflowBundle } from './helpers/stack.js';
+
+const DIR = 'test/fixtures/histories';
+const files = readdirSync(DIR).filter((f) => f.endsWith('.json'));
+
+/** Replays saved histories through today's workflow code: a non-deterministic change fails here. */
+describe('workflow replay over saved histories', () => {
+  it('has histories to replay for every pipeline path', () => {
+    expect(files.sort()).toEqual(['auto-deployed.json', 'data-invalid.json', 'gate-failed.json', 'manual-approved.json', 'manual-rejected.json']);
+  });
+
+  it.each(files)('%s replays deterministically', async (file) => {
+    const history = historyFromJSON(JSON.parse(readFileSync(join(DIR, file), 'utf8')));
+    await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history, file);
+  });
+});
