@@ -81,8 +81,8 @@ def read_csv(job: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
             raise ValueError(f"{job['trainPath']}: missing columns {missing}")
         raw: dict[str, list[str]] = {c: [] for c in [*names, target]}
         for row in reader:
-            for c in raw:
-                raw[c].append(row[c])
+            for c, values in raw.items():
+                values.append(row[c])
 
     columns: dict[str, np.ndarray] = {}
     for name in names:

@@ -73,8 +73,7 @@ def make_estimator(
     choices = algorithms[task]
     if algorithm not in choices:
         raise ct.BadParams(
-            f"params.algorithm: unknown algorithm {algorithm!r} for task {task!r}; "
-            f"expected one of {sorted(choices)}"
+            f"params.algorithm: unknown algorithm {algorithm!r} for task {task!r}; expected one of {sorted(choices)}"
         )
     cls, defaults = choices[algorithm]
     known = cls().get_params()
@@ -214,9 +213,13 @@ def build_metadata(
         "framework": framework,
         "algorithm": algorithm,
         "task": job["task"],
-        "inputs": [{"name": f["name"], "type": "float" if f["type"] == "numeric" else "string"} for f in job["features"]],
+        "inputs": [
+            {"name": f["name"], "type": "float" if f["type"] == "numeric" else "string"} for f in job["features"]
+        ],
         "outputs": (
-            {"label": "label", "probabilities": "probabilities"} if job["task"] == "classification" else {"value": "variable"}
+            {"label": "label", "probabilities": "probabilities"}
+            if job["task"] == "classification"
+            else {"value": "variable"}
         ),
     }
     if job["task"] == "classification":
