@@ -11,7 +11,7 @@ export function formatStatus(status: PipelineStatus): string {
   }
   if (status.metrics) {
     const shown = Object.entries(status.metrics)
-      .filter(([, v]) => v !== null)
+      .filter(([k, v]) => v !== null && k !== 'support')
       .map(([k, v]) => `${k}=${(v as number).toFixed(4)}`);
     lines.push(`  metrics: ${shown.join(' ')}`);
   }

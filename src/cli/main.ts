@@ -99,11 +99,18 @@ export function buildProgram(): Command {
     .action(async (workflowId: string, opts: { json?: boolean }) => {
       const client = await connectClient(config);
       const handle = client.workflow.getHandle(workflowId);
-      const status = await runStatus(handle);
       const desc = await handle.describe();
-      const end = desc.status.name === 'RUNNING' ? { outcome: RunOutcome.Running } : desc.status.name === 'COMPLETED' ? { outcome: status.outcome } : await waitForRun(handle);
-      if (opts.json) json({ workflowId, runId: desc.runId, temporalStatus: desc.status.name, ...end, status });
-      else out(`${formatStatus(status)}\n  temporal: ${desc.status.name}`);
+      const running = desc.status.name === 'RUNNING';
+      // Queries need a live worker; a finished run can be described from its result alone.
+      const status = await runStatus(handle).catch((err: unknown) => {
+        if (running) throw err;
+        return undefined;
+      });
+      const end = running ? { outcome: RunOutcome.Running } : await waitForRun(handle);
+      if (opts.json) return json({ workflowId, runId: desc.runId, temporalStatus: desc.status.name, ...end, status: status ?? null });
+      if (status) out(formatStatus(status));
+      else out(`${workflowId}: ${end.outcome}${end.result ? ` (version ${end.result.version}, sha256 ${end.result.sha256.slice(0, 12)})` : ''}${end.message ? ` — ${end.message}` : ''}`);
+      out(`  temporal: ${desc.status.name}, started ${desc.startTime.toISOString()}${desc.closeTime ? `, closed ${desc.closeTime.toISOString()}` : ''}`);
     });
 
   for (const kind of ['approve', 'reject'] as const) {
@@ -126,8 +133,12 @@ export function buildProgram(): Command {
       });
   }
 
-  const models = program.command('models').description('list registered models').option('--json', 'machine-readable output');
-  models.action(async (opts: { json?: boolean }) => {
+  const models = program.command('models').description('list registered models, or show one');
+  models
+    .command('list', { isDefault: true })
+    .description('list registered models')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }) => {
     const reg = await registry(config);
     const rows = [];
     for (const name of await reg.listModels()) {
@@ -138,7 +149,7 @@ export function buildProgram(): Command {
     if (opts.json) return json(rows);
     if (!rows.length) return out('no models registered yet');
     for (const r of rows) out(`${r.model.padEnd(24)} versions=${r.versions} latest=${r.latest} production=${r.production ?? '-'}`);
-  });
+    });
   models
     .command('show <modelRef>')
     .description('show a model (all versions) or one version: <model>[@<version>]')
@@ -155,8 +166,8 @@ export function buildProgram(): Command {
         out(`  data      sha256:${record.data.sha256} from ${record.data.source} (${record.data.rowCount} rows)`);
         out(`  trainer   ${record.trainer.entry} params=${JSON.stringify(record.trainer.params)}`);
         out(`  code      spec ${record.code.specHash.slice(0, 12)} git ${record.code.gitCommit?.slice(0, 12) ?? 'n/a'}${record.code.gitDirty ? ' (dirty)' : ''}`);
-        out(`  metrics   ${Object.entries(record.evaluation.metrics).map(([k, v]) => `${k}=${v === null ? 'n/a' : v.toFixed(4)}`).join(' ')}`);
-        for (const g of record.evaluation.gates) out(`  gate      ${g.passed ? 'pass' : 'FAIL'} ${g.gate} (actual ${g.actual ?? 'n/a'})`);
+        out(`  metrics   ${Object.entries(record.evaluation.metrics).filter(([k]) => k !== 'support').map(([k, v]) => `${k}=${v === null ? 'n/a' : v.toFixed(4)}`).join(' ')}`);
+        for (const g of record.evaluation.gates) out(`  gate      ${g.passed ? 'pass' : 'FAIL'} ${g.gate} (actual ${g.actual === null ? 'n/a' : g.actual.toFixed(4)}${g.reason ? `; ${g.reason}` : ''})`);
         out(`  run       ${record.run.workflowId} / ${record.run.runId} by ${record.run.submittedBy}`);
         if (decision) out(`  decision  ${decision.decision}${decision.by.length ? ` by ${decision.by.join(', ')}` : ''} at ${decision.decidedAt}${decision.comment ? `: ${decision.comment}` : ''}`);
         return;

@@ -13,6 +13,8 @@ const LEVELS: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'> = 
 export class PinoTemporalLogger implements TemporalLogger {
   constructor(private readonly pino: Logger) {}
   log(level: LogLevel, message: string, meta?: LogMetadata): void {
+    // A worker that only runs activities (the training queue) is expected to have no workflows.
+    if (message.startsWith('No workflows registered')) level = 'DEBUG';
     // pino serialises errors only under `err`; the SDK puts them under `error`.
     const { error, ...rest } = (meta ?? {}) as LogMetadata & { error?: unknown };
     this.pino[LEVELS[level]](error === undefined ? rest : { ...rest, err: error }, message);
