@@ -9,6 +9,7 @@ export default defineConfig({
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     testTimeout: 180_000,
     hookTimeout: 180_000,
-    reporters: ['default'],
+    reporters: ['default', 'json'],
+    outputFile: { json: '.conveyor/vitest-report.json' },
   },
 });

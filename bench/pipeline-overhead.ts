@@ -10,7 +10,7 @@
  * (its SQLite file grows as runs accumulate) affects both equally.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -101,6 +101,45 @@ async function historyShape(client: Client, workflowId: string): Promise<History
     searchAttributeUpserts: events.filter((e) => e.upsertWorkflowSearchAttributesEventAttributes).length,
     payloadBytes: payloadBytes(events),
   };
+}
+
+/** CPU time (user + system) of a process from /proc, in ms; null where /proc is unavailable. */
+function procCpuMs(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime, USER_HZ = 100
+  } catch {
+    return null;
+  }
+}
+
+/** CPU spent per run, split into this process (client + workers) and the Temporal server. */
+class CpuMeter {
+  private readonly totals: Record<Kind, { node: number; server: number | null; runs: number }> = {
+    pipeline: { node: 0, server: 0, runs: 0 },
+    bare: { node: 0, server: 0, runs: 0 },
+  };
+  constructor(private readonly serverPid: number) {}
+  async measure<T>(kind: Kind, runs: number, fn: () => Promise<T>): Promise<T> {
+    const node0 = process.cpuUsage();
+    const server0 = procCpuMs(this.serverPid);
+    const result = await fn();
+    const node = process.cpuUsage(node0);
+    const server1 = procCpuMs(this.serverPid);
+    const t = this.totals[kind];
+    t.node += (node.user + node.system) / 1000;
+    t.server = t.server === null || server0 === null || server1 === null ? null : t.server + (server1 - server0);
+    t.runs += runs;
+    return result;
+  }
+  perRun(): Record<Kind, { nodeMs: number; serverMs: number | null }> {
+    const per = (k: Kind) => {
+      const t = this.totals[k];
+      return { nodeMs: Math.round((t.node / t.runs) * 10) / 10, serverMs: t.server === null ? null : Math.round((t.server / t.runs) * 10) / 10 };
+    };
+    return { pipeline: per('pipeline'), bare: per('bare') };
+  }
 }
 
 async function main(): Promise<void> {
@@ -208,29 +247,32 @@ async function main(): Promise<void> {
       /** Alternates which kind goes first (ABBA) so neither always follows the other. */
       const orderFor = (i: number): readonly Kind[] => (i % 2 === 0 ? KINDS : [...KINDS].reverse());
 
-      const sequential = async (n: number): Promise<Record<Kind, number[]>> => {
+      const temporalPid = stack.processes.find((p) => p.name === 'temporal')!.pid;
+
+      const sequential = async (n: number, cpu = new CpuMeter(temporalPid)): Promise<{ samples: Record<Kind, number[]>; cpu: CpuMeter }> => {
         const samples: Record<Kind, number[]> = { pipeline: [], bare: [] };
         for (let i = 0; i < n; i++) {
           for (const kind of orderFor(i)) {
             checkDeadline();
-            samples[kind].push(await runOnce(kind));
+            samples[kind].push(await cpu.measure(kind, 1, () => runOnce(kind)));
           }
         }
-        return samples;
+        return { samples, cpu };
       };
 
-      const concurrent = async (c: number, rounds: number): Promise<{ samples: Record<Kind, number[]>; roundMs: Record<Kind, number[]> }> => {
+      /** Rounds of `c` simultaneous runs of one kind; a round ends when its last run does. */
+      const concurrent = async (c: number, rounds: number, cpu = new CpuMeter(temporalPid)) => {
         const samples: Record<Kind, number[]> = { pipeline: [], bare: [] };
         const roundMs: Record<Kind, number[]> = { pipeline: [], bare: [] };
         for (let r = 0; r < rounds; r++) {
           for (const kind of orderFor(r)) {
             checkDeadline();
             const t0 = performance.now();
-            samples[kind].push(...(await Promise.all(Array.from({ length: c }, () => runOnce(kind)))));
-            roundMs[kind].push(performance.now() - t0);
+            samples[kind].push(...(await cpu.measure(kind, c, () => Promise.all(Array.from({ length: c }, () => runOnce(kind))))));
+            roundMs[kind].push(Math.round(performance.now() - t0));
           }
         }
-        return { samples, roundMs };
+        return { samples, roundMs, cpu };
       };
 
       progress(`warm-up: ${opts.warmup} sequential runs of each kind + 1 round of ${opts.concurrency}`);
@@ -249,7 +291,7 @@ async function main(): Promise<void> {
       progress(`concurrency ${opts.concurrency}: ${opts.rounds} rounds of each kind`);
       const conc = await concurrent(opts.concurrency, opts.rounds);
 
-      const level = (samples: Record<Kind, number[]>, roundMs?: Record<Kind, number[]>) => {
+      const level = (samples: Record<Kind, number[]>, cpu: CpuMeter, roundMs?: Record<Kind, number[]>) => {
         const pipeline = summarize(samples.pipeline);
         const bare = summarize(samples.bare);
         const throughput = roundMs
@@ -257,16 +299,30 @@ async function main(): Promise<void> {
               KINDS.map((k) => [k, Math.round((samples[k].length / (roundMs[k].reduce((a, b) => a + b, 0) / 1000)) * 10) / 10]),
             ) as Record<Kind, number>
           : undefined;
-        return { pipeline, bare, ratioP50: ratio(pipeline.p50, bare.p50), ratioP95: ratio(pipeline.p95, bare.p95), ...(throughput ? { runsPerSecond: throughput } : {}) };
+        return {
+          pipeline,
+          bare,
+          ratioP50: ratio(pipeline.p50, bare.p50),
+          ratioP95: ratio(pipeline.p95, bare.p95),
+          cpuPerRun: cpu.perRun(),
+          ...(throughput ? { runsPerSecond: throughput } : {}),
+          ...(roundMs ? { roundMs } : {}),
+        };
       };
-      const results = { c1: level(seq1), [`c${opts.concurrency}`]: level(conc.samples, conc.roundMs) } as Record<string, ReturnType<typeof level>>;
+      const results = {
+        c1: level(seq1.samples, seq1.cpu),
+        [`c${opts.concurrency}`]: level(conc.samples, conc.cpu, conc.roundMs),
+      } as Record<string, ReturnType<typeof level>>;
 
       const fmt = (x: number): string => x.toFixed(1);
       const rows: string[][] = [];
       for (const [name, r] of Object.entries(results)) {
         const c = name.slice(1);
-        const row = (kind: Kind, s: Summary): string[] => [c, kind, String(s.n), fmt(s.p50), fmt(s.p95), fmt(s.mean), r.runsPerSecond ? fmt(r.runsPerSecond[kind]) : '-'];
-        rows.push(row('pipeline', r.pipeline), row('bare', r.bare), [c, 'pipeline/bare', '', `${r.ratioP50.toFixed(2)}x`, `${r.ratioP95.toFixed(2)}x`, '', '']);
+        const row = (kind: Kind, s: Summary): string[] => {
+          const cpu = r.cpuPerRun[kind];
+          return [c, kind, String(s.n), fmt(s.p50), fmt(s.p95), fmt(s.mean), r.runsPerSecond ? fmt(r.runsPerSecond[kind]) : '-', fmt(cpu.nodeMs), cpu.serverMs === null ? '-' : fmt(cpu.serverMs)];
+        };
+        rows.push(row('pipeline', r.pipeline), row('bare', r.bare), [c, 'pipeline/bare', '', `${r.ratioP50.toFixed(2)}x`, `${r.ratioP95.toFixed(2)}x`, '', '', '', '']);
       }
       const machine = {
         nproc: availableParallelism(),
@@ -280,7 +336,7 @@ async function main(): Promise<void> {
         `pipeline-overhead — ${new Date().toISOString()} — ${machine.nproc} CPUs (${machine.cpu}), ${machine.memGiB} GiB, node ${machine.node}`,
         `latency per run in ms, client.workflow.start → result; ${PIPELINE_AUTO_ACTIVITIES} activity calls per run; target pipeline/bare ≤ 1.3x`,
         '',
-        table(['concurrency', 'workflow', 'runs', 'p50 ms', 'p95 ms', 'mean ms', 'runs/s'], rows),
+        table(['concurrency', 'workflow', 'runs', 'p50 ms', 'p95 ms', 'mean ms', 'runs/s', 'node CPU ms/run', 'server CPU ms/run'], rows),
         '',
         'history per run (one run of each kind):',
         table(

@@ -188,9 +188,12 @@ export function buildProgram(): Command {
     .command('worker')
     .description('run a worker: workflows and light activities, and/or training')
     .addOption(new Option('--role <role...>', 'which task queues to poll').choices(['pipeline', 'training']).default(['pipeline', 'training']))
-    .action(async (opts: { role: Array<'pipeline' | 'training'> }) => {
+    .option('--plugin <file...>', 'module registering TypeScript trainers and custom checks (export default defineWorkerPlugins({...}))')
+    .action(async (opts: { role: Array<'pipeline' | 'training'>; plugin?: string[] }) => {
       const { createWorkers } = await import('../worker.js');
-      const running = await createWorkers({ config, logger, roles: opts.role });
+      const { loadWorkerPlugins } = await import('../plugins.js');
+      const plugins = await loadWorkerPlugins(opts.plugin ?? []);
+      const running = await createWorkers({ config, logger, roles: opts.role, tsTrainers: plugins.trainers, customChecks: plugins.checks });
       for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => running.shutdown());
       logger.info({ roles: opts.role, taskQueues: config.taskQueues, temporal: config.temporal.address }, 'worker started');
       await running.run();
