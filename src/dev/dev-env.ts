@@ -21,15 +21,17 @@ function readState(config: Config): DevState | null {
 }
 
 export interface DevStatus {
+  pids: { temporal: number | null; minio: number | null };
   temporal: { running: boolean; healthy: boolean; address: string; ui: string };
   minio: { running: boolean; healthy: boolean; endpoint: string; console: string };
 }
 
 export async function devStatus(config: Config): Promise<DevStatus> {
   const state = readState(config);
-  const tPort = state?.temporal.port ?? DEV_PORTS.temporal;
-  const mPort = state?.minio.port ?? DEV_PORTS.minio;
+  const tPort = state?.temporal.port ?? Number(config.temporal.address.split(':').at(-1) ?? DEV_PORTS.temporal);
+  const mPort = state?.minio.port ?? config.s3.port;
   return {
+    pids: { temporal: state?.temporal.pid ?? null, minio: state?.minio.pid ?? null },
     temporal: {
       running: state ? isAlive(state.temporal.pid) : false,
       healthy: await temporalHealthy(tPort),
@@ -49,7 +51,11 @@ export async function devStatus(config: Config): Promise<DevStatus> {
  * Starts the Temporal dev server (SQLite file) and MinIO as background processes
  * with their data under <home>/dev, and waits until both answer. Idempotent.
  */
-export async function devUp(config: Config, say: (line: string) => void): Promise<DevStatus> {
+export async function devUp(
+  config: Config,
+  say: (line: string) => void,
+  ports: { temporal: number; temporalUi: number; minio: number; minioConsole: number } = DEV_PORTS,
+): Promise<DevStatus> {
   const dir = join(config.home, 'dev');
   mkdirSync(dir, { recursive: true });
   const existing = readState(config);
@@ -59,35 +65,35 @@ export async function devUp(config: Config, say: (line: string) => void): Promis
     return status;
   }
   if (existing) await devDown(config, () => {});
-  if (status.temporal.healthy || status.minio.healthy) {
-    throw new Error(`ports ${DEV_PORTS.temporal}/${DEV_PORTS.minio} are already served by another process; stop it or set TEMPORAL_ADDRESS / CONVEYOR_S3_ENDPOINT to use it`);
+  if ((await temporalHealthy(ports.temporal)) || (await minioHealthy(ports.minio))) {
+    throw new Error(`ports ${ports.temporal}/${ports.minio} are already served by another process; stop it or set TEMPORAL_ADDRESS / CONVEYOR_S3_ENDPOINT to use it`);
   }
   say('starting Temporal dev server and MinIO');
   const temporal = startTemporal({
     dbFile: join(dir, 'temporal.sqlite'),
-    port: DEV_PORTS.temporal,
-    uiPort: DEV_PORTS.temporalUi,
+    port: ports.temporal,
+    uiPort: ports.temporalUi,
     logFile: join(dir, 'temporal.log'),
     detached: true,
   });
   const minio = startMinio({
     dataDir: join(dir, 'minio'),
-    port: DEV_PORTS.minio,
-    consolePort: DEV_PORTS.minioConsole,
+    port: ports.minio,
+    consolePort: ports.minioConsole,
     accessKey: config.s3.accessKey,
     secretKey: config.s3.secretKey,
     logFile: join(dir, 'minio.log'),
     detached: true,
   });
   const state: DevState = {
-    temporal: { pid: temporal.pid, port: DEV_PORTS.temporal, uiPort: DEV_PORTS.temporalUi },
-    minio: { pid: minio.pid, port: DEV_PORTS.minio, consolePort: DEV_PORTS.minioConsole },
+    temporal: { pid: temporal.pid, port: ports.temporal, uiPort: ports.temporalUi },
+    minio: { pid: minio.pid, port: ports.minio, consolePort: ports.minioConsole },
     startedAt: new Date().toISOString(),
   };
   writeFileSync(stateFile(config), JSON.stringify(state, null, 2));
   await Promise.all([
-    waitUntil('Temporal dev server', () => temporalHealthy(DEV_PORTS.temporal), 60_000, join(dir, 'temporal.log')),
-    waitUntil('MinIO', () => minioHealthy(DEV_PORTS.minio), 60_000, join(dir, 'minio.log')),
+    waitUntil('Temporal dev server', () => temporalHealthy(ports.temporal), 60_000, join(dir, 'temporal.log')),
+    waitUntil('MinIO', () => minioHealthy(ports.minio), 60_000, join(dir, 'minio.log')),
   ]);
   return devStatus(config);
 }
