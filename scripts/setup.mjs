@@ -113,7 +113,12 @@ async function buildVenv() {
 
 async function main() {
   if (!npmPackagesCurrent()) {
-    await timed('installing npm packages (npm ci)', () => run('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, prefix: '[npm]' }));
+    // Not `npm ci`: the registry mirror lacks some other platforms' optional binaries,
+    // which npm ci demands in the lockfile; `install --no-save` honours the lockfile's
+    // versions without rewriting it.
+    await timed('installing npm packages', () =>
+      run('npm', ['install', '--no-save', '--no-audit', '--no-fund'], { cwd: root, prefix: '[npm]' }),
+    );
   }
   mkdirSync(cacheDir, { recursive: true });
   const needServers = !args.has('--no-servers');
