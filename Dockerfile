@@ -43,7 +43,7 @@ WORKDIR /app
 # npm package; the skipped step would only download CUDA libraries.
 COPY package.json package-lock.json .npmrc ./
 RUN --mount=type=cache,target=/root/.npm \
-    npm ci --omit=dev --no-audit --no-fund
+    npm install --omit=dev --no-save --no-audit --no-fund
 # Fail the build, not the first pipeline run, if a native module is missing for
 # this platform (package-lock.json must list the platform's optional packages).
 RUN node --input-type=module -e "for (const m of ['@duckdb/node-api', 'onnxruntime-node', '@temporalio/worker']) await import(m);" \
