@@ -7,7 +7,7 @@ import { ErrorType } from '../src/shared/errors.js';
 import type { DatasetRef, SplitRef } from '../src/shared/registry-types.js';
 import type { PipelineSpec } from '../src/spec/schema.js';
 import { keys } from '../src/store/keys.js';
-import { PreconditionFailedError } from '../src/store/artifact-store.js';
+import { ObjectNotFoundError, PreconditionFailedError } from '../src/store/artifact-store.js';
 import { openDataset } from '../src/data/load.js';
 import { validateDataset as runValidation } from '../src/data/validate.js';
 import { profileDataset } from '../src/data/profile.js';
@@ -83,7 +83,15 @@ export function dataActivities(deps: ActivityDeps) {
           if (input.source.startsWith('s3://')) {
             const { bucket, key } = parseS3(input.source);
             localPath = join(dir, `source.${format}`);
-            await deps.openBucket(bucket).getToFile(key, localPath);
+            try {
+              await deps.openBucket(bucket).getToFile(key, localPath);
+            } catch (err) {
+              // "No such object" is an answer, not an outage: retrying cannot make it appear.
+              if (err instanceof ObjectNotFoundError) {
+                throw ApplicationFailure.nonRetryable(`dataset object not found: ${input.source}`, ErrorType.DataValidation);
+              }
+              throw err;
+            }
           } else if (!isAbsolute(input.source) || !existsSync(input.source)) {
             throw ApplicationFailure.nonRetryable(`dataset file not found on this worker: ${input.source}`, ErrorType.DataValidation);
           }

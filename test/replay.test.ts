@@ -3,7 +3,10 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Worker } from '@temporalio/worker';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils.js';
-import { workflowBundle } from './helpers/stack.js';
+import { installTemporalRuntime } from '../src/temporal/runtime.js';
+import { testLogger, workflowBundle } from './helpers/stack.js';
+
+installTemporalRuntime(testLogger);
 
 const DIR = 'test/fixtures/histories';
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json'));

@@ -102,7 +102,7 @@ export class MinioArtifactStore implements ArtifactStore {
       await rename(partial, path);
     } catch (err) {
       await rm(partial, { force: true });
-      if (isCode(err, 'NoSuchKey', 'NotFound')) throw new ObjectNotFoundError(key);
+      if (isCode(err, 'NoSuchKey', 'NotFound', 'NoSuchBucket')) throw new ObjectNotFoundError(key);
       throw err;
     }
   }

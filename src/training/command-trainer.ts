@@ -29,6 +29,8 @@ export interface CommandRun {
 export async function runCommandTrainer(run: CommandRun, ctx: TrainerContext): Promise<void> {
   const [command, ...args] = run.argv;
   if (!command) throw new Error('trainer command is empty');
+  // An abort that already happened never fires the listener below: do not start at all.
+  if (ctx.signal.aborted) throw ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('trainer cancelled');
   const tailBytes = run.stderrTailBytes ?? 4000;
   const child = spawn(command, args, { cwd: run.cwd, env: run.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderrTail = '';
@@ -42,7 +44,8 @@ export async function runCommandTrainer(run: CommandRun, ctx: TrainerContext): P
   });
 
   const killGroup = (signal: NodeJS.Signals): void => {
-    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+    // Not skipped once the leader has exited: the group (grandchildren) can outlive it.
+    if (child.pid === undefined) return;
     try {
       process.kill(-child.pid, signal);
     } catch {
