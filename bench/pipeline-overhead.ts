@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -166,7 +166,8 @@ async function main(): Promise<void> {
   process.once('SIGTERM', onSignal);
 
   try {
-    progress(`starting Temporal dev server + MinIO in ${dir}`);
+    const loadBefore = loadavg().map((x) => Math.round(x * 100) / 100);
+    progress(`starting Temporal dev server + MinIO in ${dir} (load average ${loadBefore.join(' ')})`);
     stack = await startDevStack({ dir, accessKey: 'bench', secretKey: 'bench-secret-123' });
 
     const bundle = await bundleWorkflowCode({
@@ -330,11 +331,14 @@ async function main(): Promise<void> {
         memGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
         node: process.version,
         platform: `${process.platform}-${process.arch}`,
+        // Other work on the machine skews concurrent figures; the 1-minute load average before and after says how much there was.
+        loadAverage1m: { before: loadBefore[0], after: Math.round(loadavg()[0]! * 100) / 100 },
       };
       const out = [
         '',
-        `pipeline-overhead — ${new Date().toISOString()} — ${machine.nproc} CPUs (${machine.cpu}), ${machine.memGiB} GiB, node ${machine.node}`,
+        `pipeline-overhead — ${new Date().toISOString()} — ${machine.nproc} CPUs (${machine.cpu}), ${machine.memGiB} GiB, node ${machine.node}, load average ${machine.loadAverage1m.before} → ${machine.loadAverage1m.after}`,
         `latency per run in ms, client.workflow.start → result; ${PIPELINE_AUTO_ACTIVITIES} activity calls per run; target pipeline/bare ≤ 1.3x`,
+        `runs/s: throughput of the concurrent rounds; CPU ms/run: this process (client + workers) and the Temporal server`,
         '',
         table(['concurrency', 'workflow', 'runs', 'p50 ms', 'p95 ms', 'mean ms', 'runs/s', 'node CPU ms/run', 'server CPU ms/run'], rows),
         '',

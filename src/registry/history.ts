@@ -1,0 +1,169 @@
+import type { DeploymentRecord } from '../shared/registry-types.js';
+import { checkName } from '../store/keys.js';
+import { formatNumber } from './lineage.js';
+import type { Registry } from './registry.js';
+
+/** One stretch of time during which `version` was behind the alias: [from, to). */
+export interface ProductionInterval {
+  version: number;
+  sha256: string;
+  from: string;
+  /** Null: still behind the alias. */
+  to: string | null;
+  deployedBy: { workflowId: string; runId: string };
+  previousVersion: number | null;
+  /** Null when reconstructed from the alias itself (no deployment record). */
+  strategy: string | null;
+  /**
+   * "deployment": from a deployment record. "alias": the alias points at a move no
+   * deployment record describes (e.g. a crash between the alias move and the record).
+   */
+  source: 'deployment' | 'alias';
+}
+
+export interface VersionMetrics {
+  version: number;
+  createdAt: string;
+  metrics: Record<string, number | null>;
+}
+
+function time(iso: string): number {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) throw new RangeError(`"${iso}" is not a valid ISO-8601 time`);
+  return t;
+}
+
+function byTime(a: DeploymentRecord, b: DeploymentRecord): number {
+  return (
+    time(a.deployedAt) - time(b.deployedAt) ||
+    a.run.workflowId.localeCompare(b.run.workflowId) ||
+    a.run.runId.localeCompare(b.run.runId) ||
+    a.version - b.version
+  );
+}
+
+/**
+ * Which version was behind `alias` when, from the deployment records, oldest first.
+ * Each interval ends where the next begins; the last is open (`to: null`). When the
+ * alias currently points at a move no deployment record describes, that move is
+ * appended as an interval with `source: "alias"`, so the last interval always
+ * matches the alias.
+ */
+export async function productionTimeline(registry: Registry, model: string, alias = 'production'): Promise<ProductionInterval[]> {
+  checkName('alias', alias);
+  const [deployments, current] = await Promise.all([registry.listDeployments(model), registry.getAlias(model, alias)]);
+  const moves = deployments.filter((d) => d.alias === alias).sort(byTime);
+  const intervals: ProductionInterval[] = moves.map((d) => ({
+    version: d.version,
+    sha256: d.sha256,
+    from: d.deployedAt,
+    to: null,
+    deployedBy: { ...d.run },
+    previousVersion: d.previousVersion,
+    strategy: d.strategy,
+    source: 'deployment',
+  }));
+  const last = intervals.at(-1);
+  if (
+    current &&
+    (!last ||
+      ((last.version !== current.version || last.deployedBy.runId !== current.run.runId) && time(current.updatedAt) >= time(last.from)))
+  ) {
+    intervals.push({
+      version: current.version,
+      sha256: current.sha256,
+      from: current.updatedAt,
+      to: null,
+      deployedBy: { ...current.run },
+      previousVersion: current.previousVersion,
+      strategy: null,
+      source: 'alias',
+    });
+  }
+  for (let i = 0; i < intervals.length - 1; i++) intervals[i]!.to = intervals[i + 1]!.from;
+  return intervals;
+}
+
+/**
+ * The version behind the alias at `isoTime` (intervals are [from, to)), or null
+ * before the first deployment. Throws RangeError for an unparseable time.
+ */
+export function versionAt(timeline: readonly ProductionInterval[], isoTime: string): number | null {
+  const t = time(isoTime);
+  let found: ProductionInterval | null = null;
+  for (const interval of timeline) {
+    if (time(interval.from) <= t) found = interval;
+    else break;
+  }
+  if (!found) return null;
+  return found.to === null || t < time(found.to) ? found.version : null;
+}
+
+/** Creation time and evaluation metrics of every version, by version. */
+export async function metricsByVersion(registry: Registry, model: string): Promise<VersionMetrics[]> {
+  const versions = await registry.listVersions(model);
+  const out: VersionMetrics[] = [];
+  // Bounded fan-out: a model may have hundreds of versions.
+  for (let i = 0; i < versions.length; i += 16) {
+    const batch = await Promise.all(versions.slice(i, i + 16).map((v) => registry.getVersion(model, v)));
+    for (const r of batch) out.push({ version: r.version, createdAt: r.createdAt, metrics: { ...r.evaluation.metrics } });
+  }
+  return out;
+}
+
+export function formatDuration(ms: number): string {
+  if (!Number.isFinite(ms) || ms < 0) return '?';
+  const s = Math.floor(ms / 1000);
+  const d = Math.floor(s / 86_400);
+  const h = Math.floor((s % 86_400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  if (d > 0) return `${d}d ${h}h`;
+  if (h > 0) return `${h}h ${m}m`;
+  if (m > 0) return `${m}m`;
+  return `${s}s`;
+}
+
+export interface FormatHistoryInput {
+  model: string;
+  alias?: string;
+  timeline: readonly ProductionInterval[];
+  /** When given, a per-version metrics table follows the timeline. */
+  metrics?: readonly VersionMetrics[];
+  /** Metrics columns to show (default: every metric present, "support" excluded). */
+  metricNames?: readonly string[];
+  /** Used for the length of the open interval; default: now. */
+  now?: Date;
+}
+
+/** The timeline (and optionally per-version metrics) as text for the CLI. */
+export function formatHistory(input: FormatHistoryInput): string {
+  const alias = input.alias ?? 'production';
+  const now = input.now ?? new Date();
+  const lines: string[] = [`${input.model}@${alias} history`];
+  if (input.timeline.length === 0) lines.push('  never deployed');
+  for (const iv of input.timeline) {
+    const end = iv.to ?? 'now';
+    const ms = (iv.to ? time(iv.to) : now.getTime()) - time(iv.from);
+    const prev = iv.previousVersion === null ? 'first' : `after v${iv.previousVersion}`;
+    const origin = iv.source === 'alias' ? ' [alias only: no deployment record]' : '';
+    lines.push(`  v${String(iv.version).padEnd(4)} ${iv.from} → ${end}  (${formatDuration(ms)})  ${prev}, by ${iv.deployedBy.workflowId}${origin}`);
+  }
+  if (input.metrics && input.metrics.length > 0) {
+    const names =
+      input.metricNames ?? [...new Set(input.metrics.flatMap((m) => Object.keys(m.metrics)))].filter((k) => k !== 'support');
+    const current = input.timeline.at(-1)?.to === null ? input.timeline.at(-1)?.version : undefined;
+    const deployed = new Set(input.timeline.map((iv) => iv.version));
+    const header = ['version', 'created', ...names];
+    const rows = input.metrics.map((m) => [
+      `${current === m.version ? '*' : deployed.has(m.version) ? '+' : ' '}v${m.version}`,
+      m.createdAt.slice(0, 19).replace('T', ' '),
+      ...names.map((n) => formatNumber(m.metrics[n])),
+    ]);
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    lines.push('');
+    lines.push(`  ${header.map((h, i) => h.padEnd(widths[i]!)).join('  ')}`);
+    for (const r of rows) lines.push(`  ${r.map((c, i) => c.padEnd(widths[i]!)).join('  ')}`.trimEnd());
+    lines.push(`  (* behind ${alias} now, + was behind ${alias})`);
+  }
+  return lines.join('\n');
+}
