@@ -31,3 +31,22 @@ export async function withScratchDir<T>(root: string, fn: (dir: string) => Promi
     await rm(dir, { recursive: true, force: true });
   }
 }
+
+/** How often a long activity reports liveness, well inside any heartbeat timeout. */
+export const LIVENESS_INTERVAL_MS = 5_000;
+
+/**
+ * Heartbeats for the whole body of a long activity (downloads, DuckDB, uploads),
+ * not only its middle, so a slow transfer is not mistaken for a dead worker.
+ * `details` supplies the latest progress to report.
+ */
+export async function withHeartbeat<T>(fn: () => Promise<T>, details: () => unknown = () => undefined): Promise<T> {
+  const ctx = Context.current();
+  ctx.heartbeat(details());
+  const timer = setInterval(() => ctx.heartbeat(details()), LIVENESS_INTERVAL_MS);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(timer);
+  }
+}

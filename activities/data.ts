@@ -1,8 +1,10 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { extname, isAbsolute, join } from 'node:path';
-import { ApplicationFailure, heartbeat } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/activity';
 import { ErrorType } from '../src/shared/errors.js';
 import type { DatasetRef, SplitRef } from '../src/shared/registry-types.js';
 import type { PipelineSpec } from '../src/spec/schema.js';
@@ -13,8 +15,9 @@ import { validateDataset as runValidation } from '../src/data/validate.js';
 import { profileDataset } from '../src/data/profile.js';
 import { splitDataset as runSplit } from '../src/data/split.js';
 import { featureColumns } from '../src/data/features.js';
+import { canonicalJson } from '../src/spec/canonical.js';
 import type { ActivityDeps } from './deps.js';
-import { activityLogger, withScratchDir } from './context.js';
+import { activityLogger, withHeartbeat, withScratchDir } from './context.js';
 import { classified } from './errors.js';
 
 export interface IngestInput {
@@ -27,6 +30,7 @@ export interface ValidateInput {
   dataset: DatasetRef;
   spec: PipelineSpec;
   workflowId: string;
+  runId?: string;
 }
 
 export interface ValidationSummary {
@@ -39,6 +43,26 @@ export interface SplitInput {
   model: string;
   dataset: DatasetRef;
   spec: PipelineSpec;
+}
+
+/** Copies `from` to `to` and hashes the bytes as they pass, so the hash is of exactly what was copied. */
+async function copyHashing(from: NodeJS.ReadableStream, to: string): Promise<string> {
+  const hash = createHash('sha256');
+  const tap = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      hash.update(chunk);
+      done(null, chunk);
+    },
+  });
+  await pipeline(from, tap, createWriteStream(to));
+  return hash.digest('hex');
+}
+
+/** Identifies what a profile depends on besides the bytes: the declared schema. */
+export function schemaHash(spec: PipelineSpec): string {
+  return createHash('sha256')
+    .update(canonicalJson({ columns: spec.schema.columns, target: spec.target, features: featureColumns(spec) }))
+    .digest('hex');
 }
 
 async function sha256File(path: string): Promise<string> {
@@ -61,7 +85,7 @@ export function dataActivities(deps: ActivityDeps) {
     await mkdir(cacheDir, { recursive: true });
     const path = join(cacheDir, `${dataset.sha256}.${dataset.format}`);
     if (existsSync(path) && (await sha256File(path)) === dataset.sha256) return path;
-    const partial = `${path}.${process.pid}.download`;
+    const partial = `${path}.${randomUUID()}.download`;
     await deps.store.getToFile(dataset.key, partial);
     const actual = await sha256File(partial);
     if (actual !== dataset.sha256) {
@@ -76,51 +100,69 @@ export function dataActivities(deps: ActivityDeps) {
     /** Stores the dataset content-addressed; its SHA-256 is the data version. */
     async ingestDataset(input: IngestInput): Promise<DatasetRef> {
       const log = activityLogger(deps.logger);
-      return classified(async () => {
-        const format = extname(input.source).toLowerCase() === '.parquet' ? 'parquet' : 'csv';
-        return withScratchDir(deps.workDir, async (dir) => {
-          let localPath = input.source;
-          if (input.source.startsWith('s3://')) {
-            const { bucket, key } = parseS3(input.source);
-            localPath = join(dir, `source.${format}`);
-            try {
-              await deps.openBucket(bucket).getToFile(key, localPath);
-            } catch (err) {
-              // "No such object" is an answer, not an outage: retrying cannot make it appear.
-              if (err instanceof ObjectNotFoundError) {
-                throw ApplicationFailure.nonRetryable(`dataset object not found: ${input.source}`, ErrorType.DataValidation);
+      return classified(() =>
+        withHeartbeat(async () => {
+          const format = extname(input.source).toLowerCase() === '.parquet' ? 'parquet' : 'csv';
+          return withScratchDir(deps.workDir, async (dir) => {
+            // Hash a private copy and upload that copy: a source rewritten meanwhile can never
+            // put other bytes under this hash.
+            const copy = join(dir, `source.${format}`);
+            let sha256: string;
+            if (input.source.startsWith('s3://')) {
+              const { bucket, key } = parseS3(input.source);
+              try {
+                await deps.openBucket(bucket).getToFile(key, copy);
+              } catch (err) {
+                // "No such object" is an answer, not an outage: retrying cannot make it appear.
+                if (err instanceof ObjectNotFoundError) {
+                  throw ApplicationFailure.nonRetryable(`dataset object not found: ${input.source}`, ErrorType.DataValidation);
+                }
+                throw err;
               }
-              throw err;
+              sha256 = await sha256File(copy);
+            } else {
+              if (!isAbsolute(input.source) || !existsSync(input.source)) {
+                throw ApplicationFailure.nonRetryable(`dataset file not found on this worker: ${input.source}`, ErrorType.DataValidation);
+              }
+              sha256 = await copyHashing(createReadStream(input.source), copy);
             }
-          } else if (!isAbsolute(input.source) || !existsSync(input.source)) {
-            throw ApplicationFailure.nonRetryable(`dataset file not found on this worker: ${input.source}`, ErrorType.DataValidation);
-          }
-          const size = (await stat(localPath)).size;
-          const sha256 = await sha256File(localPath);
-          const ref: DatasetRef = { sha256, key: keys.dataset(sha256), source: input.source, format, size };
-          if (!(await deps.store.head(ref.key))) {
+            const size = (await stat(copy)).size;
+            const ref: DatasetRef = { sha256, key: keys.dataset(sha256), source: input.source, format, size };
+            if (!(await deps.store.head(ref.key))) {
+              try {
+                await deps.store.putStream(ref.key, createReadStream(copy), size, { ifAbsent: true });
+              } catch (err) {
+                if (!(err instanceof PreconditionFailedError)) throw err; // the same bytes, stored by another run
+              }
+            }
             try {
-              await deps.store.putStream(ref.key, createReadStream(localPath), size, { ifAbsent: true });
+              await deps.store.put(keys.datasetInfo(sha256), JSON.stringify({ format, size, firstSource: input.source }), {
+                contentType: 'application/json',
+                ifAbsent: true,
+              });
             } catch (err) {
-              if (!(err instanceof PreconditionFailedError)) throw err; // the same bytes, stored by another run
+              if (!(err instanceof PreconditionFailedError)) throw err;
             }
-          }
-          await deps.store.put(keys.datasetInfo(sha256), JSON.stringify({ format, size, firstSource: input.source }), {
-            contentType: 'application/json',
+            log.info({ dataVersion: sha256, size, source: input.source }, 'dataset stored');
+            return ref;
           });
-          log.info({ dataVersion: sha256, size, source: input.source }, 'dataset stored');
-          return ref;
-        });
-      });
+        }),
+      );
     },
 
     /** Profiles the data with DuckDB and checks schema and expectations; bad data stops the run. */
     async validateDataset(input: ValidateInput): Promise<ValidationSummary> {
       const log = activityLogger(deps.logger);
-      return classified(async () => {
+      return classified(() => withHeartbeat(async () => {
+        const missing = input.spec.expectations.flatMap((e) => (e.rule === 'custom' && !deps.customChecks?.[e.check] ? [e.check] : []));
+        if (missing.length) {
+          throw ApplicationFailure.create({
+            type: ErrorType.WorkerConfiguration,
+            message: `custom check ${missing.map((m) => `"${m}"`).join(', ')} is not registered on this worker; start workers with --plugin <file> that defines it`,
+          });
+        }
         const path = await materialize(input.dataset);
-        heartbeat();
-        const reportKey = keys.runReport(input.model, input.workflowId, 'validation');
+        const reportKey = keys.runReport(input.model, input.workflowId, input.runId ?? 'run', 'validation');
         let dataset;
         try {
           dataset = await openDataset(path, input.dataset.format);
@@ -142,22 +184,26 @@ export function dataActivities(deps: ActivityDeps) {
               details: [report.failures],
             });
           }
-          heartbeat();
           const profile = await profileDataset(dataset.connection, input.spec);
-          const profileKey = keys.profile(input.dataset.sha256);
-          await deps.store.put(profileKey, JSON.stringify(profile, null, 2), { contentType: 'application/json' });
+          const profileKey = keys.profile(input.dataset.sha256, schemaHash(input.spec));
+          try {
+            // Same bytes and same schema give the same profile; the first one written stays.
+            await deps.store.put(profileKey, JSON.stringify(profile, null, 2), { contentType: 'application/json', ifAbsent: true });
+          } catch (err) {
+            if (!(err instanceof PreconditionFailedError)) throw err;
+          }
           log.info({ rows: report.rowCount, checks: report.checks, profileKey }, 'data validated and profiled');
           return { rowCount: report.rowCount, profileKey, reportKey };
         } finally {
           dataset.close();
         }
-      });
+      }));
     },
 
     /** Deterministic train/holdout split, stored content-addressed by data version and split settings. */
     async splitDataset(input: SplitInput): Promise<SplitRef> {
       const log = activityLogger(deps.logger);
-      return classified(async () => {
+      return classified(() => withHeartbeat(async () => {
         const { holdoutFraction, seed } = input.spec.split;
         const layout = createHash('sha256')
           .update(JSON.stringify({ features: featureColumns(input.spec), target: input.spec.target, columns: input.spec.schema.columns }))
@@ -188,7 +234,7 @@ export function dataActivities(deps: ActivityDeps) {
             dataset.close();
           }
         });
-      });
+      }));
     },
 
     materialize,

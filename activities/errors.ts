@@ -1,7 +1,7 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import { ErrorType } from '../src/shared/errors.js';
 import { DataError } from '../src/data/load.js';
-import { ArtifactIntegrityError } from '../src/eval/onnx-model.js';
+import { ArtifactIntegrityError, InputValidationError, ModelSignatureError } from '../src/eval/onnx-model.js';
 import { InvalidNameError } from '../src/store/keys.js';
 
 /**
@@ -15,6 +15,12 @@ export function classify(err: unknown): unknown {
   }
   if (err instanceof ArtifactIntegrityError) {
     return ApplicationFailure.create({ type: ErrorType.ArtifactIntegrity, message: err.message, nonRetryable: true });
+  }
+  if (err instanceof ModelSignatureError) {
+    return ApplicationFailure.create({ type: ErrorType.TrainerOutput, message: err.message, nonRetryable: true });
+  }
+  if (err instanceof InputValidationError) {
+    return ApplicationFailure.create({ type: ErrorType.DataValidation, message: err.message, nonRetryable: true });
   }
   if (err instanceof InvalidNameError) {
     return ApplicationFailure.create({ type: ErrorType.InvalidName, message: err.message, nonRetryable: true });

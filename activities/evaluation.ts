@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import { heartbeat } from '@temporalio/activity';
 import type { AliasRecord, GateResult, ModelArtifactRef, SplitRef } from '../src/shared/registry-types.js';
 import type { PipelineSpec } from '../src/spec/schema.js';
 import { keys } from '../src/store/keys.js';
@@ -9,7 +8,7 @@ import { loadModel, parseModelMetadata, type Prediction } from '../src/eval/onnx
 import { classificationMetrics, regressionMetrics, sliceMetrics } from '../src/eval/metrics.js';
 import { evaluateGates } from '../src/eval/gates.js';
 import type { ActivityDeps } from './deps.js';
-import { activityLogger, withScratchDir } from './context.js';
+import { activityLogger, withHeartbeat, withScratchDir } from './context.js';
 import { classified } from './errors.js';
 
 export interface EvaluateInput {
@@ -19,6 +18,9 @@ export interface EvaluateInput {
   split: SplitRef;
   production: AliasRecord | null;
   workflowId: string;
+  runId?: string;
+  /** 1 for the first evaluation; a re-check after losing a promotion race writes its own report. */
+  round?: number;
 }
 
 export interface EvaluationReport {
@@ -79,19 +81,24 @@ export function evaluationActivities(deps: ActivityDeps) {
     async evaluateModel(input: EvaluateInput): Promise<EvaluationReport> {
       const log = activityLogger(deps.logger);
       return classified(() =>
-        withScratchDir(deps.workDir, async (dir) => {
+        withHeartbeat(() => withScratchDir(deps.workDir, async (dir) => {
           const holdoutPath = join(dir, 'holdout.csv');
           await deps.store.getToFile(input.split.holdoutKey, holdoutPath);
           const columns = [...featureColumns(input.spec), input.spec.target.column];
           const rows = await readSplitRows(holdoutPath, input.spec, columns);
-          heartbeat();
           const candidate = score(input.spec, rows, await predictWith(input.artifact, rows));
-          heartbeat();
           let production: EvaluationReport['production'] = null;
+          let notComparable: string | null = null;
           if (input.production) {
             const record = await deps.registry.getVersion(input.model, input.production.version);
-            const scored = score(input.spec, rows, await predictWith(record.artifact, rows));
-            production = { version: record.version, sha256: record.artifact.sha256, metrics: scored.metrics };
+            // Scoring production without its inputs would fill them with NaN and flatter the candidate.
+            const absent = record.features.filter((f) => !columns.includes(f));
+            if (absent.length) {
+              notComparable = `production ${input.model}@${record.version} uses features not in this holdout: ${absent.join(', ')}`;
+            } else {
+              const scored = score(input.spec, rows, await predictWith(record.artifact, rows));
+              production = { version: record.version, sha256: record.artifact.sha256, metrics: scored.metrics };
+            }
           }
           const gates = evaluateGates({
             metrics: candidate.metrics,
@@ -99,7 +106,14 @@ export function evaluationActivities(deps: ActivityDeps) {
             beatProduction: input.spec.evaluation.beatProduction,
             productionMetrics: production?.metrics ?? null,
           });
-          const reportKey = keys.runReport(input.model, input.workflowId, 'evaluation');
+          const beat = input.spec.evaluation.beatProduction;
+          if (notComparable && beat) {
+            const results = gates.results.filter((g) => !g.gate.includes('beats production'));
+            results.push({ gate: `${beat.metric} beats production by >= ${beat.minDelta}`, metric: beat.metric, actual: null, threshold: beat.minDelta, passed: false, reason: notComparable });
+            gates.results = results;
+            gates.passed = false;
+          }
+          const reportKey = keys.runReport(input.model, input.workflowId, input.runId ?? 'run', `evaluation-${input.round ?? 1}`);
           const report = {
             model: input.model,
             artifact: input.artifact,
@@ -114,7 +128,7 @@ export function evaluationActivities(deps: ActivityDeps) {
           await deps.store.put(reportKey, JSON.stringify(report, null, 2), { contentType: 'application/json' });
           log.info({ metrics: candidate.metrics, passed: gates.passed, production: production?.version ?? null }, 'model evaluated');
           return { reportKey, metrics: candidate.metrics, gates: gates.results, passed: gates.passed, production, holdoutRows: rows.length };
-        }),
+        })),
       );
     },
   };

@@ -1,4 +1,4 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { ErrorType } from '../src/shared/errors.js';
 import type {
   AliasRecord,
@@ -66,6 +66,7 @@ export function registryActivities(deps: ActivityDeps) {
         }
         const { spec } = input;
         const { params, entry, codeHashes, ...artifact } = input.artifact;
+        const signal = Context.current().cancellationSignal;
         const record = await deps.registry.registerVersion({
           schemaVersion: 1,
           model: input.model,
@@ -86,7 +87,7 @@ export function registryActivities(deps: ActivityDeps) {
           },
           run: input.run,
           ...(spec.description ? { description: spec.description } : {}),
-        });
+        }, { stillValid: () => !signal.aborted });
         log.info({ model: record.model, version: record.version, sha256: record.artifact.sha256 }, 'version registered');
         return record;
       });
@@ -108,6 +109,7 @@ export function registryActivities(deps: ActivityDeps) {
             version: input.version,
             expectedVersion: input.expectedVersion,
             run: input.run,
+            strategy: input.strategy,
           });
         } catch (err) {
           if (err instanceof AliasConflictError) {
@@ -116,16 +118,6 @@ export function registryActivities(deps: ActivityDeps) {
           }
           throw err;
         }
-        await deps.registry.recordDeployment({
-          model: input.model,
-          version: input.version,
-          sha256: moved.sha256,
-          alias: input.alias,
-          strategy: input.strategy,
-          previousVersion: moved.previousVersion,
-          deployedAt: moved.updatedAt,
-          run: input.run,
-        });
         log.info({ alias: input.alias, version: input.version, previous: moved.previousVersion }, 'alias moved');
         return { ok: true, previousVersion: moved.previousVersion };
       });

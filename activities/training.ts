@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { readFile, stat, writeFile, mkdir } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
@@ -9,11 +8,11 @@ import type { PipelineSpec } from '../src/spec/schema.js';
 import { keys } from '../src/store/keys.js';
 import { PreconditionFailedError } from '../src/store/artifact-store.js';
 import { featureColumns, featureKind } from '../src/data/features.js';
-import { parseModelMetadata, sha256Hex, type ModelMetadata } from '../src/eval/onnx-model.js';
+import { loadModel, parseModelMetadata, sha256Hex, type ModelMetadata } from '../src/eval/onnx-model.js';
 import { runCommandTrainer, TrainerExitError } from '../src/training/command-trainer.js';
 import { METADATA_FILE, MODEL_FILE, type TrainerJob, type TrainerProgress } from '../src/training/types.js';
 import type { ActivityDeps } from './deps.js';
-import { activityLogger, withScratchDir } from './context.js';
+import { activityLogger, LIVENESS_INTERVAL_MS, withScratchDir } from './context.js';
 import { classified } from './errors.js';
 
 export interface TrainInput {
@@ -28,14 +27,14 @@ export interface TrainedModel extends ModelArtifactRef {
   codeHashes: Record<string, string>;
 }
 
-/** How often a running trainer reports liveness even when it prints nothing. */
-const LIVENESS_INTERVAL_MS = 5_000;
+/** What a trainer process may see of the worker's environment: never its credentials. */
+const TRAINER_ENV_ALLOW = /^(PATH|HOME|USER|LANG|LC_[A-Z]+|TZ|TMPDIR|PYTHON[A-Z_]*|OMP_[A-Z_]+|MKL_[A-Z_]+|OPENBLAS_[A-Z_]+|CUDA_[A-Z_]+|NVIDIA_[A-Z_]+|VIRTUAL_ENV)$/;
 
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+export function trainerEnv(env: NodeJS.ProcessEnv, extra: Record<string, string>): NodeJS.ProcessEnv {
+  const allowed = Object.fromEntries(Object.entries(env).filter(([k]) => TRAINER_ENV_ALLOW.test(k)));
+  return { ...allowed, ...extra };
 }
+
 
 function outputError(message: string): ApplicationFailure {
   return ApplicationFailure.create({ type: ErrorType.TrainerOutput, nonRetryable: true, message });
@@ -48,8 +47,11 @@ export function trainingActivities(deps: ActivityDeps) {
       const log = activityLogger(deps.logger);
       const ctx = Context.current();
       const { spec } = input;
+      let last: TrainerProgress = { message: 'preparing' };
+      const liveness = setInterval(() => ctx.heartbeat(last), LIVENESS_INTERVAL_MS);
       return classified(() =>
         withScratchDir(deps.workDir, async (dir) => {
+          ctx.heartbeat(last);
           const trainPath = join(dir, 'train.csv');
           await deps.store.getToFile(input.split.trainKey, trainPath);
           const outputDir = join(dir, 'out');
@@ -67,12 +69,11 @@ export function trainingActivities(deps: ActivityDeps) {
           const jobFile = join(dir, 'job.json');
           await writeFile(jobFile, JSON.stringify(job, null, 2));
 
-          let last: TrainerProgress = { message: 'starting' };
+          last = { message: 'starting' };
           const beat = (progress: TrainerProgress): void => {
             last = progress;
             ctx.heartbeat(progress);
           };
-          const liveness = setInterval(() => ctx.heartbeat(last), LIVENESS_INTERVAL_MS);
           const trainerCtx = {
             heartbeat: beat,
             signal: ctx.cancellationSignal,
@@ -89,15 +90,17 @@ export function trainingActivities(deps: ActivityDeps) {
               codeHashes = await hashCodeFiles(spec.trainer.command);
               log.info({ argv }, 'starting command trainer');
               await runCommandTrainer(
-                { argv, cwd: dir, env: { ...process.env, CONVEYOR_JOB_FILE: jobFile, PYTHONUNBUFFERED: '1' } },
+                { argv, cwd: dir, env: trainerEnv(process.env, { CONVEYOR_JOB_FILE: jobFile, PYTHONUNBUFFERED: '1' }) },
                 trainerCtx,
               );
             } else {
               const trainer = deps.tsTrainers?.[spec.trainer.name];
               if (!trainer) {
-                throw outputError(
-                  `TypeScript trainer "${spec.trainer.name}" is not registered on this worker (registered: ${Object.keys(deps.tsTrainers ?? {}).join(', ') || 'none'})`,
-                );
+                // Another worker may have the plugin (a rolling deploy): retry rather than fail the run.
+                throw ApplicationFailure.create({
+                  type: ErrorType.WorkerConfiguration,
+                  message: `TypeScript trainer "${spec.trainer.name}" is not registered on this worker (registered: ${Object.keys(deps.tsTrainers ?? {}).join(', ') || 'none'}); start workers with --plugin <file> that defines it`,
+                });
               }
               entry = `typescript:${spec.trainer.name}`;
               described = trainer.describe(spec.trainer.params);
@@ -105,13 +108,14 @@ export function trainingActivities(deps: ActivityDeps) {
             }
           } catch (err) {
             if (err instanceof TrainerExitError) {
-              // Retryable: a crash may be transient (OOM, a killed node). The retry policy bounds it.
+              // Exit code 2 is the contract's "bad params / bad job": the same job fails the same way.
+              if (err.exitCode === 2) throw ApplicationFailure.create({ type: ErrorType.TrainerBadJob, message: err.message, nonRetryable: true });
+              // Other exits may be transient (OOM, a killed node); the retry policy bounds them.
               throw ApplicationFailure.create({ type: ErrorType.TrainerFailed, message: err.message, nonRetryable: false });
             }
             throw err;
-          } finally {
-            clearInterval(liveness);
           }
+          last = { message: 'checking and storing the model' };
 
           const modelPath = join(outputDir, MODEL_FILE);
           const metadataPath = join(outputDir, METADATA_FILE);
@@ -130,19 +134,27 @@ export function trainingActivities(deps: ActivityDeps) {
           }
           if (metadata.task !== spec.target.task) throw outputError(`trainer produced a ${metadata.task} model for a ${spec.target.task} pipeline`);
 
-          const size = (await stat(modelPath)).size;
-          const sha256 = await sha256File(modelPath);
+          // Load it once in the serving runtime now: a model that onnxruntime-node cannot run, or
+          // whose graph disagrees with its metadata, is the trainer's fault, not evaluation's.
+          const modelBytes = await readFile(modelPath);
+          const sha256 = sha256Hex(modelBytes);
+          await (await loadModel(modelBytes, sha256, metadata)).release();
+          const size = modelBytes.length;
           const key = keys.modelBlob(sha256);
           if (!(await deps.store.head(key))) {
             try {
-              await deps.store.putStream(key, createReadStream(modelPath), size, { ifAbsent: true });
+              await deps.store.put(key, modelBytes, { ifAbsent: true });
             } catch (err) {
               if (!(err instanceof PreconditionFailedError)) throw err;
             }
           }
           const metadataJson = JSON.stringify(metadata, null, 2);
-          const metadataKey = keys.modelMetadata(sha256);
-          await deps.store.put(metadataKey, metadataJson, { contentType: 'application/json' });
+          const metadataKey = keys.modelMetadata(sha256Hex(Buffer.from(metadataJson)));
+          try {
+            await deps.store.put(metadataKey, metadataJson, { contentType: 'application/json', ifAbsent: true });
+          } catch (err) {
+            if (!(err instanceof PreconditionFailedError)) throw err;
+          }
           log.info({ sha256, size, framework: metadata.framework, algorithm: metadata.algorithm }, 'model stored');
           return {
             sha256,
@@ -156,7 +168,7 @@ export function trainingActivities(deps: ActivityDeps) {
             codeHashes,
           };
         }),
-      );
+      ).finally(() => clearInterval(liveness));
     },
   };
 }

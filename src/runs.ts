@@ -80,13 +80,32 @@ export async function runStatus(handle: WorkflowHandle): Promise<PipelineStatus>
   return handle.query(statusQuery);
 }
 
-/** Finds the run awaiting a decision on model@version. */
+/**
+ * Finds the run awaiting a decision on model@version. Queries need a worker polling the
+ * run's task queue; when some runs could not be queried and none matched, that is the
+ * error reported, not "no run is awaiting".
+ */
 export async function findAwaitingRun(client: Client, model: string, version: number): Promise<WorkflowHandle<typeof modelPipeline>> {
   const query = `${modelSearchAttribute.name} = '${model.replace(/'/g, '')}' AND ExecutionStatus = 'Running'`;
+  const failures: Array<{ workflowId: string; taskQueue: string; error: unknown }> = [];
   for await (const execution of client.workflow.list({ query })) {
     const handle = client.workflow.getHandle<typeof modelPipeline>(execution.workflowId, execution.runId);
-    const status = await handle.query(statusQuery).catch(() => undefined);
-    if (status?.awaitingApproval?.version === version) return handle;
+    let status: PipelineStatus;
+    try {
+      status = await handle.query(statusQuery);
+    } catch (error) {
+      failures.push({ workflowId: execution.workflowId, taskQueue: execution.taskQueue, error });
+      continue;
+    }
+    if (status.awaitingApproval?.version === version) return handle;
+  }
+  const first = failures[0];
+  if (first) {
+    const message = first.error instanceof Error ? first.error.message : String(first.error);
+    throw new Error(
+      `could not query ${failures.length} running run(s) of ${model} to find the one awaiting a decision on version ${version} ` +
+        `(is a worker running on task queue ${first.taskQueue}?): ${first.workflowId}: ${message}`,
+    );
   }
   throw new Error(`no run of ${model} is awaiting a decision on version ${version}`);
 }

@@ -117,7 +117,7 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
     begin((current = 'validate'));
     const dataset = await data.ingestDataset({ model: spec.name, source: spec.dataset.source });
     status.dataVersion = dataset.sha256;
-    const validation = await data.validateDataset({ model: spec.name, dataset, spec, workflowId: run.workflowId });
+    const validation = await data.validateDataset({ model: spec.name, dataset, spec, workflowId: run.workflowId, runId: run.runId });
     const split = await data.splitDataset({ model: spec.name, dataset, spec });
     end('validate', `data ${dataset.sha256.slice(0, 12)}: ${validation.rowCount} rows, ${split.trainRows} train / ${split.holdoutRows} holdout`);
 
@@ -130,7 +130,8 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
     // 3. Evaluation of the exact artifact, next to production on the same holdout.
     begin((current = 'evaluate'));
     let production: AliasRecord | null = await quick.getAlias({ model: spec.name, alias: spec.deployment.alias });
-    let report = await evaluation.evaluateModel({ model: spec.name, spec, artifact, split, production, workflowId: run.workflowId });
+    let round = 1;
+    let report = await evaluation.evaluateModel({ model: spec.name, spec, artifact, split, production, workflowId: run.workflowId, runId: run.runId, round });
     status.metrics = report.metrics;
     status.gates = report.gates;
     if (!report.passed) {
@@ -244,7 +245,8 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
       }
       production = promoted.current;
       log.info('production moved during this run; re-checking gates', { now: production?.version ?? null });
-      report = await evaluation.evaluateModel({ model: spec.name, spec, artifact, split, production, workflowId: run.workflowId });
+      round += 1;
+      report = await evaluation.evaluateModel({ model: spec.name, spec, artifact, split, production, workflowId: run.workflowId, runId: run.runId, round });
       if (!report.passed) {
         throw ApplicationFailure.create({
           type: ErrorType.GateFailed,

@@ -1,5 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
+// CommonJS: only the default export is reliable from ESM.
+import proto from '@temporalio/proto';
 import { loadConfig, type Config } from '../config.js';
 import { createLogger } from '../logger.js';
 import { EXIT_CODES, RunOutcome } from '../shared/errors.js';
@@ -25,9 +27,16 @@ async function registry(config: Config): Promise<Registry> {
   return new Registry(new MinioArtifactStore(config.s3));
 }
 
+const PENDING_ACTIVITY_SCHEDULED = proto.temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED;
+/** How long a training activity may sit scheduled (no worker picked it up) before `follow` says so. */
+const UNPICKED_TRAINING_HINT_MS = 30_000;
+
 /** Prints stage transitions and training progress until the run ends. */
-async function follow(handle: Awaited<ReturnType<typeof startPipeline>>, quiet: boolean): Promise<void> {
+async function follow(handle: Awaited<ReturnType<typeof startPipeline>>, quiet: boolean, trainingTaskQueue: string): Promise<void> {
   let lastLine = '';
+  // When the training activity was first seen scheduled but not started, per attempt; and whether the hint was printed.
+  let scheduledSince: { attempt: number; at: number } | undefined;
+  let warnedNoWorker = false;
   const done = waitForRun(handle).then(() => true);
   for (;;) {
     const finished = await Promise.race([done, sleep(1000).then(() => false)]);
@@ -51,6 +60,16 @@ async function follow(handle: Awaited<ReturnType<typeof startPipeline>>, quiet: 
             line += ` ${progress.step ?? '?'}/${progress.total ?? '?'} ${progress.message ?? ''}`;
           }
           if (pending?.attempt && pending.attempt > 1) line += ` (attempt ${pending.attempt})`;
+          if (pending?.state === PENDING_ACTIVITY_SCHEDULED) {
+            const attempt = pending.attempt ?? 1;
+            if (scheduledSince?.attempt !== attempt) scheduledSince = { attempt, at: Date.now() };
+            if (!warnedNoWorker && Date.now() - scheduledSince.at > UNPICKED_TRAINING_HINT_MS) {
+              warnedNoWorker = true;
+              out(`  waiting for a worker on task queue ${trainingTaskQueue} — is "conveyor worker" (with --role training) running?`);
+            }
+          } else {
+            scheduledSince = undefined;
+          }
         }
       }
       if (status.awaitingApproval) line += `  awaiting approval of ${status.model}@${status.awaitingApproval.version}`;
@@ -81,7 +100,7 @@ export function buildProgram(): Command {
         if (opts.json) json({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId });
         return;
       }
-      if (!opts.json) await follow(handle, false);
+      if (!opts.json) await follow(handle, false, config.taskQueues.training);
       const end = await waitForRun(handle);
       const status = await runStatus(handle).catch(() => undefined);
       if (opts.json) json({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId, ...end, status });

@@ -1,7 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { binaryPath } from '../../scripts/setup.mjs';
 import { SEARCH_ATTRIBUTES } from '../shared/constants.js';
@@ -9,6 +9,8 @@ import { SEARCH_ATTRIBUTES } from '../shared/constants.js';
 export interface ServerProcess {
   name: 'temporal' | 'minio';
   pid: number;
+  /** Absolute path of the executable, as passed to spawn (so it is argv[0] of the process). */
+  bin: string;
   child: ChildProcess | undefined;
   stop(): Promise<void>;
 }
@@ -31,9 +33,14 @@ export interface MinioOptions {
   detached?: boolean;
 }
 
-export function locateBinary(name: 'temporal' | 'minio'): string {
+/** Where the server binary is expected (absolute), whether or not it exists. */
+export function expectedBinary(name: 'temporal' | 'minio'): string {
   const override = name === 'temporal' ? process.env.CONVEYOR_TEMPORAL_BIN : process.env.CONVEYOR_MINIO_BIN;
-  const path = override ?? binaryPath(name);
+  return resolve(override ?? binaryPath(name));
+}
+
+export function locateBinary(name: 'temporal' | 'minio'): string {
+  const path = expectedBinary(name);
   if (!existsSync(path)) {
     throw new Error(`${name} binary not found at ${path}; run "node scripts/setup.mjs" to build it (needs Go), or use docker-compose.yml`);
   }
@@ -50,6 +57,7 @@ function launch(name: ServerProcess['name'], bin: string, args: string[], env: N
   return {
     name,
     pid,
+    bin,
     child: detached ? undefined : child,
     stop: () => stopPid(pid, child),
   };
@@ -66,6 +74,27 @@ export async function stopPid(pid: number, child?: ChildProcess, graceMs = 10_00
   }
   if (isAlive(pid)) process.kill(pid, 'SIGKILL');
   if (exited) await exited;
+}
+
+/**
+ * Whether `pid` is a process started from the executable `bin` (its argv[0], as `launch`
+ * spawns it). A PID from a state file may have been reused by an unrelated process after
+ * a reboot or a crash; only a match may be signalled. Reads /proc/<pid>/cmdline on Linux,
+ * otherwise asks `ps`; anything it cannot confirm counts as no match.
+ */
+export function runsBinary(pid: number, bin: string): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    const argv0 = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0];
+    return argv0 === bin;
+  } catch {
+    // With /proc mounted, an unreadable entry means the process is gone.
+    if (existsSync('/proc/self/cmdline')) return false;
+  }
+  const ps = spawnSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' });
+  if (ps.status !== 0 || typeof ps.stdout !== 'string') return false;
+  const command = ps.stdout.trim();
+  return command === bin || command.startsWith(`${bin} `);
 }
 
 export function isAlive(pid: number): boolean {

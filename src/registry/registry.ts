@@ -23,6 +23,8 @@ export class VersionNotFoundError extends Error {
 }
 
 const MAX_ALLOCATION_ATTEMPTS = 50;
+/** How far back a retry looks for what its earlier attempt wrote. */
+const RECENT_SCAN = 50;
 
 function json(value: unknown): string {
   return `${JSON.stringify(value, null, 2)}\n`;
@@ -70,7 +72,7 @@ export class Registry {
       if (record.run.runId === runId) return record;
     }
     // The index is written after the record; a crash in between leaves only the record.
-    const versions = (await this.listVersions(model)).slice(-50).reverse();
+    const versions = (await this.listVersions(model)).slice(-RECENT_SCAN).reverse();
     for (const version of versions) {
       const record = await this.getVersion(model, version);
       if (record.run.workflowId === workflowId && record.run.runId === runId) return record;
@@ -81,22 +83,56 @@ export class Registry {
   /**
    * Allocates the next version number and writes the record in one conditional
    * create. All artifacts the record points to must already exist.
+   *
+   * Retry safety: an attempt first claims the run (create-if-absent). A second
+   * attempt of the same run that finds the claim waits for the first one's
+   * version instead of allocating another; a claim older than the lease is taken
+   * over, because its holder has been cancelled by its own timeout long before.
    */
-  async registerVersion(draft: Omit<ModelVersionRecord, 'version' | 'createdAt'>, now: Date = new Date()): Promise<ModelVersionRecord> {
+  async registerVersion(
+    draft: Omit<ModelVersionRecord, 'version' | 'createdAt'>,
+    opts: { now?: Date; leaseMs?: number; waitMs?: number; stillValid?: () => boolean } = {},
+  ): Promise<ModelVersionRecord> {
     checkName('model', draft.model);
-    const existing = await this.findVersionByRun(draft.model, draft.run.workflowId, draft.run.runId);
+    const { workflowId, runId } = draft.run;
+    const existing = await this.findVersionByRun(draft.model, workflowId, runId);
     if (existing) return existing;
+
+    const claimKey = keys.runClaim(draft.model, workflowId);
+    const claim = JSON.stringify({ runId, claimedAt: new Date().toISOString() });
+    try {
+      await this.store.put(claimKey, claim, { ifAbsent: true, contentType: 'application/json' });
+    } catch (err) {
+      if (!(err instanceof PreconditionFailedError)) throw err;
+      const held = await this.store.getWithEtag(claimKey);
+      const holder = held ? (JSON.parse(held.body.toString('utf8')) as { runId: string; claimedAt: string }) : null;
+      const age = holder ? Date.now() - Date.parse(holder.claimedAt) : Infinity;
+      if (holder && holder.runId === runId && age < (opts.leaseMs ?? 120_000)) {
+        const deadline = Date.now() + (opts.waitMs ?? 20_000);
+        while (Date.now() < deadline) {
+          const found = await this.findVersionByRun(draft.model, workflowId, runId);
+          if (found) return found;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+        throw new Error(`another attempt of run ${workflowId} is registering ${draft.model}; will check again`);
+      }
+      // A stale claim, or one from an earlier run with the same workflow id: take it over.
+      await this.store.put(claimKey, claim, held ? { ifMatch: held.etag, contentType: 'application/json' } : { ifAbsent: true });
+    }
+
     for (let attempt = 0; attempt < MAX_ALLOCATION_ATTEMPTS; attempt++) {
       const versions = await this.listVersions(draft.model);
       const next = (versions.at(-1) ?? 0) + 1;
-      const record: ModelVersionRecord = { ...draft, version: next, createdAt: now.toISOString() };
+      const record: ModelVersionRecord = { ...draft, version: next, createdAt: (opts.now ?? new Date()).toISOString() };
+      // A caller whose own deadline passed must not write: a newer attempt owns the run now.
+      if (opts.stillValid && !opts.stillValid()) throw new Error('registration attempt was cancelled before writing');
       try {
         await this.store.put(keys.version(draft.model, next), json(record), { ifAbsent: true, contentType: 'application/json' });
       } catch (err) {
         if (err instanceof PreconditionFailedError) continue;
         throw err;
       }
-      await this.store.put(keys.runIndex(draft.model, draft.run.workflowId), json({ version: next, runId: draft.run.runId }), {
+      await this.store.put(keys.runIndex(draft.model, workflowId), json({ version: next, runId }), {
         contentType: 'application/json',
       });
       return record;
@@ -104,15 +140,22 @@ export class Registry {
     throw new Error(`could not allocate a version of ${draft.model} after ${MAX_ALLOCATION_ATTEMPTS} attempts`);
   }
 
+  /** Newest entries of an alias's log, newest first. */
+  private async aliasLog(model: string, alias: string, limit = Infinity): Promise<AliasRecord[]> {
+    const found = (await this.store.list(keys.aliasPrefix(model, alias))).filter((k) => k.endsWith('.json'));
+    const newest = found.slice(-Math.min(limit, found.length)).reverse();
+    return Promise.all(newest.map(async (k) => JSON.parse((await this.store.get(k)).toString('utf8')) as AliasRecord));
+  }
+
   async getAlias(model: string, alias: string): Promise<AliasRecord | null> {
-    const found = await this.store.getWithEtag(keys.alias(model, alias));
-    return found ? (JSON.parse(found.body.toString('utf8')) as AliasRecord) : null;
+    return (await this.aliasLog(model, alias, 1))[0] ?? null;
   }
 
   /**
-   * Moves an alias with compare-and-swap: succeeds only if the alias still points
-   * at `expectedVersion` (null: does not exist yet). Re-applying the same move
-   * by the same run is a no-op, so a retried activity is safe.
+   * Moves an alias with compare-and-swap: appends entry N+1 only if the alias
+   * still points at `expectedVersion` (null: never set). The entry is also the
+   * deployment record, so a move can never be half-recorded. Re-applying a move
+   * this run already made is a no-op, so a retried activity is safe.
    */
   async moveAlias(input: {
     model: string;
@@ -120,28 +163,31 @@ export class Registry {
     version: number;
     expectedVersion: number | null;
     run: { workflowId: string; runId: string };
+    strategy?: string;
     now?: Date;
   }): Promise<AliasRecord> {
     const record = await this.getVersion(input.model, input.version);
-    const key = keys.alias(input.model, input.alias);
-    const current = await this.store.getWithEtag(key);
-    const currentRecord = current ? (JSON.parse(current.body.toString('utf8')) as AliasRecord) : null;
-    if (currentRecord && currentRecord.version === input.version && currentRecord.run.runId === input.run.runId) {
-      return currentRecord;
-    }
-    const actual = currentRecord?.version ?? null;
+    const recent = await this.aliasLog(input.model, input.alias, RECENT_SCAN);
+    const mine = recent.find((e) => e.version === input.version && e.run.runId === input.run.runId);
+    if (mine) return mine;
+    const current = recent[0] ?? null;
+    const actual = current?.version ?? null;
     if (actual !== input.expectedVersion) throw new AliasConflictError(input.model, input.alias, input.expectedVersion, actual);
+    const at = (input.now ?? new Date()).toISOString();
     const next: AliasRecord = {
       model: input.model,
       alias: input.alias,
+      seq: (current?.seq ?? 0) + 1,
       version: input.version,
       sha256: record.artifact.sha256,
-      updatedAt: (input.now ?? new Date()).toISOString(),
+      strategy: input.strategy ?? 'direct',
+      updatedAt: at,
+      deployedAt: at,
       previousVersion: actual,
       run: input.run,
     };
     try {
-      await this.store.put(key, json(next), current ? { ifMatch: current.etag, contentType: 'application/json' } : { ifAbsent: true, contentType: 'application/json' });
+      await this.store.put(keys.aliasEntry(input.model, input.alias, next.seq), json(next), { ifAbsent: true, contentType: 'application/json' });
     } catch (err) {
       if (err instanceof PreconditionFailedError) {
         const now = await this.getAlias(input.model, input.alias);
@@ -152,16 +198,12 @@ export class Registry {
     return next;
   }
 
-  async recordDeployment(record: DeploymentRecord): Promise<void> {
-    await this.store.put(keys.deployment(record.model, record.version, record.run.workflowId), json(record), {
-      contentType: 'application/json',
-    });
-  }
-
-  async listDeployments(model: string): Promise<DeploymentRecord[]> {
-    const found = await this.store.list(keys.deploymentsPrefix(model));
+  /** Every alias move of a model (all aliases), oldest first. */
+  async listDeployments(model: string, alias?: string): Promise<DeploymentRecord[]> {
+    const prefix = alias ? keys.aliasPrefix(model, alias) : keys.aliasesPrefix(model);
+    const found = (await this.store.list(prefix)).filter((k) => k.endsWith('.json'));
     const records = await Promise.all(found.map(async (k) => JSON.parse((await this.store.get(k)).toString('utf8')) as DeploymentRecord));
-    return records.sort((a, b) => a.deployedAt.localeCompare(b.deployedAt));
+    return records.sort((a, b) => a.deployedAt.localeCompare(b.deployedAt) || a.seq - b.seq);
   }
 
   /** A version is decided once; a second, different decision is refused. */

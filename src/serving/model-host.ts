@@ -1,7 +1,7 @@
 import type { Logger } from '../logger.js';
 import type { Registry } from '../registry/registry.js';
 import type { ArtifactStore } from '../store/artifact-store.js';
-import { loadModel, parseModelMetadata, type LoadedModel } from '../eval/onnx-model.js';
+import { ArtifactIntegrityError, ModelSignatureError, loadModel, parseModelMetadata, type LoadedModel } from '../eval/onnx-model.js';
 import { ALIASES } from '../shared/constants.js';
 
 export interface ServedModel {
@@ -69,8 +69,13 @@ export class ModelHost {
         await this.swap(model, alias.version);
         this.failedLoads.delete(model);
       } catch (err) {
-        this.failedLoads.set(model, attemptKey);
-        this.logger.error({ model, version: alias.version, err: (err as Error).message }, 'refusing to serve new version; keeping the current one');
+        // Only a verdict on the artifact itself is final; a store outage is retried next poll.
+        const permanent = err instanceof ArtifactIntegrityError || err instanceof ModelSignatureError;
+        if (permanent) this.failedLoads.set(model, attemptKey);
+        this.logger.error(
+          { model, version: alias.version, err: (err as Error).message, permanent },
+          permanent ? 'refusing to serve new version; keeping the current one' : 'could not load new version yet; will retry',
+        );
       }
     }
     this.ready = true;

@@ -37,8 +37,13 @@ export function createServingApp(opts: ServingOptions): FastifyInstance {
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => (opts.host.ready ? { status: 'ready', models: opts.host.list() } : reply.code(503).send({ status: 'loading' })));
 
+  // Authentication is decided by the matched route, not the raw URL: the router decodes
+  // the path ("/%761/models" matches "/v1/models"), so a prefix test on req.url is bypassable.
+  // Only the routes declared public skip it, and unmatched requests are 404s before any handler.
+  const PUBLIC_ROUTES = new Set(['/healthz', '/readyz']);
   app.addHook('onRequest', async (req, reply) => {
-    if (!req.url.startsWith('/v1/')) return;
+    const route = req.routeOptions.url;
+    if (route !== undefined && PUBLIC_ROUTES.has(route)) return;
     const header = req.headers.authorization ?? '';
     const token = header.startsWith('Bearer ') ? header.slice(7) : '';
     if (!token || !tokenMatches(token, opts.tokens)) {

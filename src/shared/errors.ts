@@ -8,6 +8,10 @@ export const ErrorType = {
   DataValidation: 'DataValidationError',
   TrainerOutput: 'TrainerOutputError',
   TrainerFailed: 'TrainerFailedError',
+  /** The trainer refused its job (exit code 2: bad params or job file); retrying cannot help. */
+  TrainerBadJob: 'TrainerBadJobError',
+  /** This worker lacks a plugin the pipeline names; another worker may have it, so it is retried. */
+  WorkerConfiguration: 'WorkerConfigurationError',
   GateFailed: 'GateFailedError',
   ApprovalRejected: 'ApprovalRejectedError',
   ApprovalExpired: 'ApprovalExpiredError',
@@ -22,6 +26,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
   ErrorType.InvalidSpec,
   ErrorType.DataValidation,
   ErrorType.TrainerOutput,
+  ErrorType.TrainerBadJob,
   ErrorType.GateFailed,
   ErrorType.ArtifactIntegrity,
   ErrorType.InvalidName,

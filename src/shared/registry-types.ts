@@ -63,26 +63,23 @@ export interface ModelVersionRecord {
   description?: string;
 }
 
+/** One move of an alias. The newest entry of an alias's log is where it points; the log is the deployment history. */
 export interface AliasRecord {
   model: string;
   alias: string;
+  /** Position in the alias's log, from 1. */
+  seq: number;
   version: number;
   sha256: string;
+  strategy: string;
   updatedAt: string;
+  /** Same instant as updatedAt: when this version started serving under the alias. */
+  deployedAt: string;
   previousVersion: number | null;
   run: { workflowId: string; runId: string };
 }
 
-export interface DeploymentRecord {
-  model: string;
-  version: number;
-  sha256: string;
-  alias: string;
-  strategy: string;
-  previousVersion: number | null;
-  deployedAt: string;
-  run: { workflowId: string; runId: string };
-}
+export type DeploymentRecord = AliasRecord;
 
 export interface DecisionRecord {
   model: string;

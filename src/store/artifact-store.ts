@@ -44,4 +44,11 @@ export interface ArtifactStore {
   head(key: string): Promise<ObjectInfo | null>;
   /** Keys under a prefix, sorted ascending. */
   list(prefix: string): Promise<string[]>;
+  /**
+   * One level of "directories" under a prefix (S3 common prefixes, delimiter '/'), sorted
+   * ascending: each is `prefix` plus the next path segment and its '/', e.g.
+   * `listPrefixes('models/')` → `['models/a/', 'models/b/']`. Keys directly under
+   * `prefix` (no further '/') are not included.
+   */
+  listPrefixes(prefix: string): Promise<string[]>;
 }

@@ -35,20 +35,24 @@ export function versionSegment(version: number): string {
 export const keys = {
   dataset: (sha: string) => `datasets/sha256/${checkSha256(sha)}`,
   datasetInfo: (sha: string) => `datasets/sha256/${checkSha256(sha)}.json`,
-  profile: (sha: string) => `profiles/${checkSha256(sha)}.json`,
+  /** A profile depends on the declared schema as well as the bytes. */
+  profile: (sha: string, schemaHash: string) => `profiles/${checkSha256(sha)}/${checkSha256(schemaHash)}.json`,
   split: (sha: string, seed: number, fraction: number, layout: string, part: 'train' | 'holdout') =>
     `splits/${checkSha256(sha)}/${layout.replace(/[^a-f0-9]/g, '')}-seed-${Math.trunc(seed)}-holdout-${fraction.toFixed(4)}/${part}.csv`,
   modelBlob: (sha: string) => `models/sha256/${checkSha256(sha)}.onnx`,
-  modelMetadata: (sha: string) => `models/sha256/${checkSha256(sha)}.metadata.json`,
-  runReport: (model: string, workflowId: string, name: 'validation' | 'evaluation') =>
-    `runs/${checkName('model', model)}/${checkWorkflowId(workflowId)}/${name}.json`,
+  /** Metadata is content-addressed on its own: the same model bytes can come with different metadata. */
+  modelMetadata: (sha: string) => `models/metadata/sha256/${checkSha256(sha)}.json`,
+  runReport: (model: string, workflowId: string, runId: string, name: string) =>
+    `runs/${checkName('model', model)}/${checkWorkflowId(workflowId)}/${checkWorkflowId(runId)}/${checkName('report', name)}.json`,
   versionsPrefix: (model: string) => `registry/${checkName('model', model)}/versions/`,
   version: (model: string, version: number) => `registry/${checkName('model', model)}/versions/${versionSegment(version)}.json`,
   runIndex: (model: string, workflowId: string) => `registry/${checkName('model', model)}/runs/${checkWorkflowId(workflowId)}.json`,
-  alias: (model: string, alias: string) => `registry/${checkName('model', model)}/aliases/${checkName('alias', alias)}.json`,
-  deploymentsPrefix: (model: string) => `registry/${checkName('model', model)}/deployments/`,
-  deployment: (model: string, version: number, workflowId: string) =>
-    `registry/${checkName('model', model)}/deployments/${versionSegment(version)}-${checkWorkflowId(workflowId)}.json`,
+  /** An alias is an append-only log: entry N+1 is created only if absent, so moves are compare-and-swap and every move is kept. */
+  aliasPrefix: (model: string, alias: string) => `registry/${checkName('model', model)}/aliases/${checkName('alias', alias)}/`,
+  aliasEntry: (model: string, alias: string, seq: number) =>
+    `registry/${checkName('model', model)}/aliases/${checkName('alias', alias)}/${versionSegment(seq)}.json`,
+  aliasesPrefix: (model: string) => `registry/${checkName('model', model)}/aliases/`,
+  runClaim: (model: string, workflowId: string) => `registry/${checkName('model', model)}/runs/${checkWorkflowId(workflowId)}.claim.json`,
   decision: (model: string, version: number) => `registry/${checkName('model', model)}/decisions/${versionSegment(version)}.json`,
   modelsPrefix: () => 'registry/',
 };

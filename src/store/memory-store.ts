@@ -54,4 +54,14 @@ export class MemoryArtifactStore implements ArtifactStore {
   async list(prefix: string): Promise<string[]> {
     return [...this.objects.keys()].filter((k) => k.startsWith(prefix)).sort();
   }
+
+  async listPrefixes(prefix: string): Promise<string[]> {
+    const prefixes = new Set<string>();
+    for (const key of this.objects.keys()) {
+      if (!key.startsWith(prefix)) continue;
+      const slash = key.indexOf('/', prefix.length);
+      if (slash >= 0) prefixes.add(key.slice(0, slash + 1));
+    }
+    return [...prefixes].sort();
+  }
 }

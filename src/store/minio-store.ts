@@ -1,6 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { Client, S3Error } from 'minio';
 import type { Config } from '../config.js';
 import {
@@ -95,12 +98,20 @@ export class MinioArtifactStore implements ArtifactStore {
   }
 
   async getToFile(key: string, path: string): Promise<void> {
-    // fGetObject writes to a temporary file and renames, so a crash never leaves a partial file at `path`.
-    const partial = `${path}.partial-${process.pid}`;
+    // Stream into a temp file unique to this call, next to `path`, then rename: a crash never
+    // leaves a partial file at `path`, and concurrent downloads of the same key to the same
+    // destination (two activities on one worker) never share or resume each other's temp file.
+    // (fGetObject resumes and keeps `<path>.<etag>.part.minio`, so it is not used.)
+    const partial = join(dirname(path), `.${basename(path)}.${randomUUID()}.partial`);
+    let body: Readable | undefined;
     try {
-      await this.client.fGetObject(this.bucket, key, partial);
+      body = await this.client.getObject(this.bucket, key);
+      // Created before streaming starts, so the cleanup below cannot race a pending open.
+      const file = await open(partial, 'wx');
+      await pipeline(body, file.createWriteStream());
       await rename(partial, path);
     } catch (err) {
+      body?.destroy();
       await rm(partial, { force: true });
       if (isCode(err, 'NoSuchKey', 'NotFound', 'NoSuchBucket')) throw new ObjectNotFoundError(key);
       throw err;
@@ -122,5 +133,13 @@ export class MinioArtifactStore implements ArtifactStore {
     const stream = this.client.listObjectsV2(this.bucket, prefix, true);
     for await (const item of stream as AsyncIterable<{ name?: string }>) if (item.name) keys.push(item.name);
     return keys.sort();
+  }
+
+  async listPrefixes(prefix: string): Promise<string[]> {
+    const prefixes: string[] = [];
+    // Not recursive: S3 groups keys by the next '/' after `prefix` into common prefixes.
+    const stream = this.client.listObjectsV2(this.bucket, prefix, false);
+    for await (const item of stream as AsyncIterable<{ prefix?: string }>) if (item.prefix) prefixes.push(item.prefix);
+    return prefixes.sort();
   }
 }

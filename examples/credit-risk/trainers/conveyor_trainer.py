@@ -4,7 +4,16 @@ Trainer file contract, in short:
   * invoked as ``<python> train_x.py <job.json>`` (path also in $CONVEYOR_JOB_FILE);
   * progress goes to stdout as JSON lines ``{"event":"progress",...}``;
   * results are ``<outputDir>/model.onnx`` and ``<outputDir>/metadata.json``;
-  * errors go to stderr with a non-zero exit; bad params exit with code 2.
+  * errors go to stderr with a non-zero exit code:
+      - 2 (``EXIT_INVALID_JOB``): bad params or an invalid job file. This means
+        "do not retry": the same job fails the same way on every attempt, so the
+        worker reports it as a non-retryable failure. Raise ``BadParams`` /
+        ``InvalidJob`` (``run`` maps them to 2) rather than exiting with 2 for
+        transient problems;
+      - any other non-zero code (1 for an unexpected exception) is an ordinary
+        failure that Temporal retries per the pipeline's retry policy;
+  * a trainer whose worker dies exits on its own (see ``run``): it must not keep
+    training as an orphan while another worker retries the job.
 """
 
 from __future__ import annotations
@@ -13,12 +22,16 @@ import csv
 import json
 import os
 import sys
+import threading
+import time
 from typing import Any
 
 import numpy as np
 
 MISSING_CATEGORY = "__missing__"
+# Exit code for bad params / an invalid job: do not retry (see the module docstring).
 EXIT_INVALID_JOB = 2
+PARENT_POLL_SECONDS = 0.5
 
 
 class InvalidJob(Exception):
@@ -141,8 +154,38 @@ def write_outputs(job: dict[str, Any], onnx_model_bytes: bytes, metadata: dict[s
         os.replace(tmp, os.path.join(out, name))
 
 
+def watch_parent(poll_seconds: float = PARENT_POLL_SECONDS) -> None:
+    """Exit at once when the process that started us (the worker) goes away.
+
+    A long ``fit`` prints no progress, so the broken pipe at the next progress line
+    may come minutes later; meanwhile the orphan competes for CPU with the retry on
+    another worker. When the parent dies we are re-parented, so ``os.getppid()``
+    changes; a daemon thread polls it. ``os._exit`` because ``sys.exit`` in a thread
+    only ends that thread (and the main thread may be deep inside native code).
+    """
+    parent = os.getppid()
+
+    def poll() -> None:
+        while True:
+            time.sleep(poll_seconds)
+            if os.getppid() != parent:
+                try:
+                    print(f"trainer: parent process {parent} exited; stopping", file=sys.stderr, flush=True)
+                except Exception:  # noqa: BLE001 - stderr may be gone with the parent
+                    pass
+                os._exit(1)
+
+    threading.Thread(target=poll, name="conveyor-parent-watch", daemon=True).start()
+
+
 def run(main: Any) -> None:
-    """Run a trainer's main(job) with the contract's error reporting and exit codes."""
+    """Run a trainer's main(job) with the contract's error reporting and exit codes.
+
+    Exit codes: 0 success; 2 (EXIT_INVALID_JOB) bad params or invalid job, do not
+    retry; 1 anything else (retryable). Also exits with 1 as soon as the parent
+    (the worker) is gone, see ``watch_parent``.
+    """
+    watch_parent()
     try:
         main(load_job())
     except BadParams as e:
