@@ -16,5 +16,7 @@ export interface ActivityDeps {
   /** Opens another bucket on the same endpoint, for s3:// dataset sources. */
   openBucket(bucket: string): ArtifactStore;
   tsTrainers?: Record<string, TypeScriptTrainer>;
+  /** Webhook signing secret and the hosts webhooks may go to. */
+  webhooks?: { secret: string | undefined; allowHosts: string[]; allowPrivate: boolean };
   customChecks?: Record<string, CustomCheck>;
 }

@@ -3,6 +3,7 @@ import { dataActivities } from './data.js';
 import { trainingActivities } from './training.js';
 import { evaluationActivities } from './evaluation.js';
 import { registryActivities } from './registry.js';
+import { notifyActivities } from './notify.js';
 
 export type { ActivityDeps } from './deps.js';
 
@@ -14,6 +15,7 @@ export function createActivities(deps: ActivityDeps) {
     ...trainingActivities(deps),
     ...evaluationActivities(deps),
     ...registryActivities(deps),
+    ...notifyActivities(deps),
   };
 }
 

@@ -16,6 +16,8 @@ import { locateBinary, startDevStack } from '../src/dev/servers.js';
 import { createLogger } from '../src/logger.js';
 import { decide, startPipeline, waitForRun } from '../src/runs.js';
 import { loadPipelineFile, type LoadedPipeline } from '../src/spec/load.js';
+import { parsePipelineSpec } from '../src/spec/define.js';
+import type { PipelineSpecInput } from '../src/spec/schema.js';
 import { createWorkers } from '../src/worker.js';
 import { statusQuery } from '../workflows/messages.js';
 
@@ -38,7 +40,7 @@ try {
   const connection = await Connection.connect({ address: config.temporal.address });
   const client = new Client({ connection });
   const base = await loadPipelineFile('examples/credit-risk/pipeline.ts');
-  const variant = (patch: Partial<LoadedPipeline['spec']>): LoadedPipeline => ({ ...base, spec: { ...base.spec, ...patch } });
+  const variant = (patch: Partial<PipelineSpecInput>): LoadedPipeline => ({ ...base, spec: parsePipelineSpec({ ...base.spec, ...patch }) });
 
   async function record(name: string, pipeline: LoadedPipeline, during?: (h: Awaited<ReturnType<typeof startPipeline>>) => Promise<void>): Promise<void> {
     const handle = await startPipeline(client, config, pipeline, { submittedBy: 'alice', workflowId: `record-${name}` });

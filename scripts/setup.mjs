@@ -6,7 +6,7 @@
 // place only when complete.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -93,22 +93,115 @@ export function venvDir() {
   return join(cacheDir, `venv-${key}`);
 }
 
+const VENV_MARKER = '.conveyor-complete';
+const VENV_IMPORT_CHECK = 'import sklearn, skl2onnx, lightgbm, onnxmltools';
+
+function pidAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === 'EPERM';
+  }
+}
+
+/** Removes `.build-venv-<pid>` directories of setups that died mid-build (an hour old, pid gone). */
+function sweepStaleVenvBuilds() {
+  for (const name of readdirSync(cacheDir)) {
+    const match = /^\.(?:build|broken|stale)-venv-(\d+)$/.exec(name);
+    if (!match || Number(match[1]) === process.pid) continue;
+    const path = join(cacheDir, name);
+    try {
+      if (Date.now() - statSync(path).mtimeMs > 3600_000 && !pidAlive(Number(match[1]))) rmSync(path, { recursive: true, force: true });
+    } catch {
+      // another setup removed it first
+    }
+  }
+}
+
+/**
+ * A venv without the completion marker at the target path is left by an interrupted build
+ * of an older setup (which built in place). Moves it aside and deletes it; should it turn
+ * out complete after all (another setup published it in between), it is put back.
+ */
+function discardIncompleteVenv(dir) {
+  if (!existsSync(dir) || existsSync(join(dir, VENV_MARKER))) return;
+  const aside = join(cacheDir, `.stale-venv-${process.pid}`);
+  rmSync(aside, { recursive: true, force: true });
+  try {
+    renameSync(dir, aside);
+  } catch {
+    return; // gone or replaced meanwhile
+  }
+  if (existsSync(join(aside, VENV_MARKER))) {
+    try {
+      renameSync(aside, dir);
+      return;
+    } catch {
+      // the target reappeared: it is complete too, ours is not needed
+    }
+  }
+  rmSync(aside, { recursive: true, force: true });
+}
+
+/**
+ * The venv is built in a staging directory private to this process and renamed into place
+ * only when complete (marker included), so concurrent setups never share a half-built venv
+ * and an interrupted one leaves only its staging directory; when another setup published the
+ * venv first, ours is discarded. Moving a venv is safe for how Conveyor uses it: the
+ * interpreter finds its prefix from the pyvenv.cfg next to bin/python wherever that lives,
+ * and only bin/python is ever run (the console scripts in bin/, e.g. pip, keep the staging
+ * path in their #! line and must not be used; run `bin/python -m pip` instead). The import
+ * check after the move proves it on this machine; if it fails the venv is withdrawn again.
+ */
 async function buildVenv() {
   const dir = venvDir();
-  const marker = join(dir, '.conveyor-complete');
-  if (existsSync(marker)) return;
+  if (existsSync(join(dir, VENV_MARKER))) return;
   const python = process.env.CONVEYOR_SETUP_PYTHON ?? 'python3';
   if (spawnSync(python, ['--version']).status !== 0) {
     throw new Error(`${python} was not found; Python 3.10+ is needed for the example trainers`);
   }
-  rmSync(dir, { recursive: true, force: true });
-  await timed('creating the Python venv for the trainers', async () => {
-    await run(python, ['-m', 'venv', dir]);
-    await run(join(dir, 'bin/pip'), ['install', '--disable-pip-version-check', '--no-input', '-q', '-r', join(root, toolchain.pythonRequirements)], {
-      prefix: '[pip]',
+  sweepStaleVenvBuilds();
+  discardIncompleteVenv(dir);
+  const staging = join(cacheDir, `.build-venv-${process.pid}`);
+  rmSync(staging, { recursive: true, force: true });
+  try {
+    await timed('creating the Python venv for the trainers', async () => {
+      await run(python, ['-m', 'venv', staging]);
+      await run(join(staging, 'bin/python'), ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '-q', '-r', join(root, toolchain.pythonRequirements)], {
+        prefix: '[pip]',
+      });
     });
-  });
-  writeFileSync(marker, new Date().toISOString());
+    writeFileSync(join(staging, VENV_MARKER), new Date().toISOString());
+    if (existsSync(join(dir, VENV_MARKER))) {
+      say('another setup installed the Python venv meanwhile; using that one');
+      return;
+    }
+    try {
+      renameSync(staging, dir);
+    } catch (err) {
+      // ENOTEMPTY/EEXIST: another setup renamed its venv into place first.
+      if (existsSync(join(dir, VENV_MARKER))) {
+        say('another setup installed the Python venv meanwhile; using that one');
+        return;
+      }
+      throw new Error(`could not move the Python venv into place at ${dir}: ${err.message}`);
+    }
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+  }
+  try {
+    await run(join(dir, 'bin/python'), ['-c', VENV_IMPORT_CHECK]);
+  } catch (err) {
+    const broken = join(cacheDir, `.broken-venv-${process.pid}`);
+    try {
+      renameSync(dir, broken);
+      rmSync(broken, { recursive: true, force: true });
+    } catch {
+      // already gone
+    }
+    throw new Error(`the Python venv does not work after moving it into place (${dir}); venvs may not be relocatable with ${python}:\n${err.message}`);
+  }
 }
 
 async function main() {

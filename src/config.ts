@@ -13,6 +13,8 @@ export interface Config {
   serving: { host: string; port: number; pollIntervalMs: number };
   python: string | undefined;
   logLevel: string;
+  webhooks: { secret: string | undefined; allowHosts: string[]; allowPrivate: boolean };
+  api: { host: string; port: number; tokensFile: string; policyFile: string | undefined; url: string };
 }
 
 export const CONFIG_ENV = {
@@ -31,6 +33,16 @@ export const CONFIG_ENV = {
   CONVEYOR_SERVE_POLL_MS: 'how often serving checks the registry for a new version (default 2000)',
   CONVEYOR_PYTHON: 'interpreter substituted for "{python}" in trainer commands (default: the setup venv)',
   LOG_LEVEL: 'pino level (default info)',
+  CONVEYOR_WEBHOOK_SECRET: 'HMAC-SHA256 key that signs webhooks (required to send any)',
+  CONVEYOR_WEBHOOK_ALLOW_HOSTS: 'comma-separated hosts webhooks may go to (exact or *.example.com)',
+  CONVEYOR_WEBHOOK_ALLOW_PRIVATE: '"true" to allow loopback/private addresses (tests, internal receivers)',
+  CONVEYOR_API_HOST: 'governance API bind address (default 127.0.0.1)',
+  CONVEYOR_API_PORT: 'governance API port (default 8090)',
+  CONVEYOR_API_URL: 'where the CLI finds the governance API (default http://127.0.0.1:8090)',
+  CONVEYOR_API_TOKENS: 'API tokens as token=identity:group1|group2,... (in addition to the tokens file)',
+  CONVEYOR_TOKENS_FILE: 'hashed API tokens file (default <home>/tokens.json; dev up creates one)',
+  CONVEYOR_API_POLICY: 'per-model read/operate groups for the API (JSON file; default: any authenticated identity)',
+  CONVEYOR_TOKEN: 'the token the CLI sends to the API (default: <home>/dev-tokens/<CONVEYOR_USER or OS user>)',
 } as const;
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -62,6 +74,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     python: env.CONVEYOR_PYTHON,
     logLevel: env.LOG_LEVEL ?? 'info',
+    webhooks: {
+      secret: env.CONVEYOR_WEBHOOK_SECRET || undefined,
+      allowHosts: (env.CONVEYOR_WEBHOOK_ALLOW_HOSTS ?? '').split(',').map((h) => h.trim()).filter(Boolean),
+      allowPrivate: env.CONVEYOR_WEBHOOK_ALLOW_PRIVATE === 'true',
+    },
+    api: {
+      host: env.CONVEYOR_API_HOST ?? '127.0.0.1',
+      port: Number(env.CONVEYOR_API_PORT ?? 8090),
+      tokensFile: resolve(env.CONVEYOR_TOKENS_FILE ?? join(resolve(env.CONVEYOR_HOME ?? join(process.cwd(), '.conveyor')), 'tokens.json')),
+      policyFile: env.CONVEYOR_API_POLICY || undefined,
+      url: env.CONVEYOR_API_URL ?? `http://127.0.0.1:${env.CONVEYOR_API_PORT ?? 8090}`,
+    },
   };
 }
 

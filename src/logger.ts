@@ -13,6 +13,8 @@ const REDACT = [
   'password',
   '*.password',
   'token',
+  'secret',
+  '*.secret',
   '*.token',
   'authorization',
   '*.authorization',

@@ -52,6 +52,7 @@ export function activityDeps(opts: Pick<WorkerOptions, 'config' | 'logger' | 'ts
     workDir,
     python: opts.config.python ?? join(venvDir(), 'bin', 'python'),
     openBucket: (bucket) => new MinioArtifactStore({ ...opts.config.s3, bucket }),
+    webhooks: opts.config.webhooks,
     ...(opts.tsTrainers ? { tsTrainers: opts.tsTrainers } : {}),
     ...(opts.customChecks ? { customChecks: opts.customChecks } : {}),
   };

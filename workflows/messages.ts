@@ -14,7 +14,12 @@ export interface AwaitingApproval {
   model: string;
   version: number;
   sha256: string;
+  /** Who may decide now (escalation adds to these). */
   reviewers: string[];
+  groups: string[];
+  quorum: number;
+  approvals: Array<{ reviewer: string; at: string; comment: string | null }>;
+  escalated: boolean;
   submittedBy: string;
   deadline: string;
 }
@@ -45,15 +50,20 @@ export interface DecisionRequest {
   version: number;
   sha256: string;
   reviewer: string;
+  /** The reviewer's groups, as established by whoever authenticated them (the API). */
+  groups?: string[];
   comment?: string;
 }
 
 export interface DecisionResult {
-  decision: 'approved' | 'rejected';
+  /** 'approval_recorded': counted toward the quorum, which is not reached yet. */
+  decision: 'approved' | 'rejected' | 'approval_recorded';
   model: string;
   version: number;
   reviewer: string;
   decidedAt: string;
+  approvals: number;
+  quorum: number;
 }
 
 export const statusQuery = defineQuery<PipelineStatus>('status');

@@ -23,7 +23,9 @@ import {
   type DecisionResult,
   type PipelineStatus,
 } from './messages.js';
-import { dataPreset, deploymentPreset, evaluationPreset, quickPreset, trainingPreset } from './presets.js';
+import { dataPreset, deploymentPreset, evaluationPreset, notificationPreset, quickPreset, trainingPreset } from './presets.js';
+import { ApprovalBallot, approvalEvents } from './approval.js';
+import type { WebhookEventKind } from '../src/notify/webhooks.js';
 
 export interface PipelineInput {
   spec: PipelineSpec;
@@ -55,6 +57,7 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
   const training = proxyActivities<PipelineActivities>(trainingPreset(spec.trainer, input.trainingTaskQueue));
   const evaluation = proxyActivities<PipelineActivities>(evaluationPreset);
   const deployment = proxyActivities<PipelineActivities>(deploymentPreset);
+  const notifying = proxyActivities<PipelineActivities>(notificationPreset);
 
   const status: PipelineStatus = {
     model: spec.name,
@@ -62,7 +65,19 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
     outcome: RunOutcome.Running,
     stages: Object.fromEntries(STAGES.map((s) => [s, { state: STAGE_STATE.pending }])) as PipelineStatus['stages'],
   };
-  let decision: { result: DecisionResult; comment: string | null } | undefined;
+  let ballot: ApprovalBallot | undefined;
+  const notifications: Array<Promise<unknown>> = [];
+  const webhooks = spec.notifications?.webhooks ?? [];
+  /** Webhooks go out alongside the run, never blocking it; their retries are the activity's. */
+  const notify = (kind: WebhookEventKind, data: Record<string, unknown>): void => {
+    const targets = webhooks.filter((w) => !w.events || w.events.includes(kind));
+    if (!targets.length) return;
+    const event = { id: `${run.runId}-${kind}-${notifications.length}`, kind, occurredAt: new Date().toISOString(), data };
+    for (const target of targets) {
+      // One activity per receiver: a retry never re-sends to a receiver that already has it.
+      notifications.push(notifying.sendNotification({ url: target.url, event }).catch((err: unknown) => log.warn('webhook not delivered', { kind, error: String(err) })));
+    }
+  };
 
   setHandler(statusQuery, () => status);
   setHandler(progressQuery, () => ({
@@ -72,35 +87,15 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
   }));
 
   const validateDecision = (request: DecisionRequest, kind: 'approve' | 'reject'): void => {
-    const awaiting = status.awaitingApproval;
-    if (!awaiting || decision) throw new Error(`no decision is awaited: run is at stage "${status.stage}" (${status.outcome})`);
-    if (request.model !== awaiting.model || request.version !== awaiting.version) {
-      throw new Error(`this run awaits a decision on ${awaiting.model}@${awaiting.version}, not ${request.model}@${request.version}`);
-    }
-    if (request.sha256 !== awaiting.sha256) {
-      throw new Error(`artifact hash ${request.sha256.slice(0, 12)}… does not match the candidate ${awaiting.sha256.slice(0, 12)}…`);
-    }
-    if (!awaiting.reviewers.includes(request.reviewer)) {
-      throw new Error(`"${request.reviewer}" is not a reviewer of ${awaiting.model} (reviewers: ${awaiting.reviewers.join(', ')})`);
-    }
-    if (request.reviewer === awaiting.submittedBy) {
-      throw new Error(`"${request.reviewer}" submitted this run and cannot decide it (four-eyes rule)`);
-    }
-    if (kind === 'reject' && !request.comment?.trim()) throw new Error('a rejection needs a comment');
+    if (!ballot) throw new Error(`no decision is awaited: run is at stage "${status.stage}" (${status.outcome})`);
+    ballot.validate(request, kind, status.stage);
   };
-  const decide = (kind: 'approved' | 'rejected') => (request: DecisionRequest): DecisionResult => {
-    const result: DecisionResult = {
-      decision: kind,
-      model: request.model,
-      version: request.version,
-      reviewer: request.reviewer,
-      decidedAt: new Date().toISOString(),
-    };
-    decision = { result, comment: request.comment?.trim() || null };
-    return result;
+  const decide = (kind: 'approve' | 'reject') => (request: DecisionRequest): DecisionResult => {
+    // The validator ran just before, in the same workflow task, so the ballot exists.
+    return ballot!.record(request, kind, new Date().toISOString());
   };
-  setHandler(approveUpdate, decide('approved'), { validator: (r) => validateDecision(r, 'approve') });
-  setHandler(rejectUpdate, decide('rejected'), { validator: (r) => validateDecision(r, 'reject') });
+  setHandler(approveUpdate, decide('approve'), { validator: (r) => validateDecision(r, 'approve') });
+  setHandler(rejectUpdate, decide('reject'), { validator: (r) => validateDecision(r, 'reject') });
 
   const begin = (stage: StageName): void => {
     status.stage = stage;
@@ -167,46 +162,66 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
       await quick.recordDecision({ model: spec.name, version: record.version, sha256: artifact.sha256, decision: 'auto', by: [], comment: null, run });
       end('approve', 'automatic: all gates passed');
     } else {
-      const timeoutMs = durationMs(spec.approval.timeout);
-      status.awaitingApproval = {
-        model: spec.name,
-        version: record.version,
-        sha256: artifact.sha256,
-        reviewers: spec.approval.reviewers,
-        submittedBy: input.submittedBy,
-        deadline: new Date(Date.now() + timeoutMs).toISOString(),
-      };
-      log.info('awaiting approval', { model: spec.name, version: record.version, reviewers: spec.approval.reviewers });
-      const decided = await condition(() => decision !== undefined, timeoutMs);
+      const policy = spec.approval;
+      const startedAt = Date.now();
+      const deadline = startedAt + durationMs(policy.timeout);
+      ballot = new ApprovalBallot(policy, { model: spec.name, version: record.version, sha256: artifact.sha256 }, input.submittedBy, new Date(deadline).toISOString());
+      status.awaitingApproval = ballot.awaiting;
+      const candidate = { model: spec.name, version: record.version, sha256: artifact.sha256, workflowId: run.workflowId, reviewers: ballot.awaiting.reviewers, groups: ballot.awaiting.groups, deadline: ballot.awaiting.deadline };
+      log.info('awaiting approval', { model: spec.name, version: record.version, reviewers: ballot.awaiting.reviewers, groups: ballot.awaiting.groups, quorum: ballot.awaiting.quorum });
+      notify('approval_requested', candidate);
+      // Reminders and escalation are durable timers: one wait per event, then the deadline.
+      // Without them this is a single wait for the whole timeout, as in earlier releases.
+      const events = approvalEvents(startedAt, deadline, (policy.remindBefore ?? []).map(durationMs), policy.escalation ? durationMs(policy.escalation.after) : null);
+      for (;;) {
+        const next = events.find((e) => e.at > Date.now());
+        const wakeAt = next ? next.at : deadline;
+        if (Date.now() >= deadline) break;
+        const decided = await condition(() => ballot!.verdict !== undefined, wakeAt - Date.now());
+        if (decided || Date.now() >= deadline) break;
+        for (const e of events.filter((x) => x.at <= Date.now())) {
+          events.splice(events.indexOf(e), 1);
+          if (e.kind === 'approval_escalated') {
+            ballot.escalate();
+            log.info('approval escalated', { reviewers: ballot.awaiting.reviewers, groups: ballot.awaiting.groups });
+          }
+          notify(e.kind, { ...candidate, reviewers: ballot.awaiting.reviewers, groups: ballot.awaiting.groups, approvals: ballot.awaiting.approvals.length });
+        }
+      }
+      const verdict = ballot.verdict;
       delete status.awaitingApproval;
-      if (!decided || !decision) {
-        await quick.recordDecision({ model: spec.name, version: record.version, sha256: artifact.sha256, decision: 'expired', by: [], comment: null, run });
+      if (!verdict) {
+        await quick.recordDecision({ model: spec.name, version: record.version, sha256: artifact.sha256, decision: 'expired', by: ballot.awaiting.approvals.map((a) => a.reviewer), comment: null, run });
         status.outcome = RunOutcome.Expired;
+        notify('expired', candidate);
+        await Promise.allSettled(notifications);
         throw ApplicationFailure.create({
           type: ErrorType.ApprovalExpired,
           nonRetryable: true,
-          message: `no decision on ${spec.name}@${record.version} within ${spec.approval.timeout}; nothing deployed`,
+          message: `no decision on ${spec.name}@${record.version} within ${policy.timeout} (${ballot.awaiting.approvals.length} of ${ballot.awaiting.quorum} approvals); nothing deployed`,
         });
       }
-      const { result, comment } = decision;
       await quick.recordDecision({
         model: spec.name,
         version: record.version,
         sha256: artifact.sha256,
-        decision: result.decision,
-        by: [result.reviewer],
-        comment,
+        decision: verdict.kind,
+        by: verdict.by,
+        comment: verdict.comment,
         run,
       });
-      if (result.decision === 'rejected') {
+      if (verdict.kind === 'rejected') {
         status.outcome = RunOutcome.Rejected;
+        notify('rejected', { ...candidate, by: verdict.by, comment: verdict.comment });
+        await Promise.allSettled(notifications);
         throw ApplicationFailure.create({
           type: ErrorType.ApprovalRejected,
           nonRetryable: true,
-          message: `${spec.name}@${record.version} rejected by ${result.reviewer}: ${comment ?? ''}`,
+          message: `${spec.name}@${record.version} rejected by ${verdict.by.join(', ')}: ${verdict.comment ?? ''}`,
         });
       }
-      end('approve', `approved by ${result.reviewer}`);
+      notify('approved', { ...candidate, by: verdict.by });
+      end('approve', `approved by ${verdict.by.join(', ')}`);
     }
 
     // 6. Deployment: compare-and-swap the alias; if another run promoted meanwhile,
@@ -225,6 +240,8 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
         end('deploy', `${spec.deployment.alias} → ${spec.name}@${record.version} (was ${promoted.previousVersion ?? 'none'})`);
         status.stage = 'done';
         status.outcome = RunOutcome.Deployed;
+        notify('deployed', { model: spec.name, version: record.version, sha256: artifact.sha256, alias: spec.deployment.alias, previousVersion: promoted.previousVersion, workflowId: run.workflowId });
+        await Promise.allSettled(notifications);
         return {
           outcome: RunOutcome.Deployed,
           model: spec.name,
@@ -257,6 +274,7 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
       }
     }
   } catch (err) {
+    await Promise.allSettled(notifications);
     status.stages[current] = { ...status.stages[current], state: STAGE_STATE.failed, endedAt: new Date().toISOString() };
     status.error = err instanceof Error ? err.message : String(err);
     if (status.outcome === RunOutcome.Running) status.outcome = outcomeOf(err);

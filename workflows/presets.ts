@@ -51,3 +51,15 @@ export function trainingPreset(trainer: TrainerSpec, taskQueue: string): Activit
     },
   };
 }
+
+/** Webhooks: retried durably with backoff for about a day; a receiver that stays down loses nothing else. */
+export const notificationPreset: ActivityOptions = {
+  startToCloseTimeout: '30s',
+  retry: {
+    initialInterval: '5s',
+    backoffCoefficient: 2,
+    maximumInterval: '10m',
+    maximumAttempts: 150,
+    nonRetryableErrorTypes: ['WebhookRefusedError'],
+  },
+};

@@ -1,4 +1,3 @@
-import type { DeploymentRecord } from '../shared/registry-types.js';
 import { checkName } from '../store/keys.js';
 import { formatNumber } from './lineage.js';
 import type { Registry } from './registry.js';
@@ -12,13 +11,7 @@ export interface ProductionInterval {
   to: string | null;
   deployedBy: { workflowId: string; runId: string };
   previousVersion: number | null;
-  /** Null when reconstructed from the alias itself (no deployment record). */
-  strategy: string | null;
-  /**
-   * "deployment": from a deployment record. "alias": the alias points at a move no
-   * deployment record describes (e.g. a crash between the alias move and the record).
-   */
-  source: 'deployment' | 'alias';
+  strategy: string;
 }
 
 export interface VersionMetrics {
@@ -33,53 +26,29 @@ function time(iso: string): number {
   return t;
 }
 
-function byTime(a: DeploymentRecord, b: DeploymentRecord): number {
-  return (
-    time(a.deployedAt) - time(b.deployedAt) ||
-    a.run.workflowId.localeCompare(b.run.workflowId) ||
-    a.run.runId.localeCompare(b.run.runId) ||
-    a.version - b.version
-  );
-}
-
 /**
- * Which version was behind `alias` when, from the deployment records, oldest first.
- * Each interval ends where the next begins; the last is open (`to: null`). When the
- * alias currently points at a move no deployment record describes, that move is
- * appended as an interval with `source: "alias"`, so the last interval always
- * matches the alias.
+ * Which version was behind `alias` when, oldest first: one interval per entry of the
+ * alias's log. The log is the deployment history (each move is written together with
+ * its deployment record, in one create), so the last interval always matches the
+ * alias. Entries are ordered by their position in the log, which is the order the
+ * compare-and-swap moves happened in, whatever the writers' clocks said. Each interval
+ * ends where the next begins; the last is open (`to: null`).
  */
 export async function productionTimeline(registry: Registry, model: string, alias = 'production'): Promise<ProductionInterval[]> {
   checkName('alias', alias);
-  const [deployments, current] = await Promise.all([registry.listDeployments(model), registry.getAlias(model, alias)]);
-  const moves = deployments.filter((d) => d.alias === alias).sort(byTime);
-  const intervals: ProductionInterval[] = moves.map((d) => ({
-    version: d.version,
-    sha256: d.sha256,
-    from: d.deployedAt,
-    to: null,
-    deployedBy: { ...d.run },
-    previousVersion: d.previousVersion,
-    strategy: d.strategy,
-    source: 'deployment',
-  }));
-  const last = intervals.at(-1);
-  if (
-    current &&
-    (!last ||
-      ((last.version !== current.version || last.deployedBy.runId !== current.run.runId) && time(current.updatedAt) >= time(last.from)))
-  ) {
-    intervals.push({
-      version: current.version,
-      sha256: current.sha256,
-      from: current.updatedAt,
+  const moves = [...(await registry.listDeployments(model, alias))].sort((a, b) => a.seq - b.seq);
+  const intervals: ProductionInterval[] = moves.map((d) => {
+    time(d.deployedAt); // refuse a corrupt entry here rather than in versionAt
+    return {
+      version: d.version,
+      sha256: d.sha256,
+      from: d.deployedAt,
       to: null,
-      deployedBy: { ...current.run },
-      previousVersion: current.previousVersion,
-      strategy: null,
-      source: 'alias',
-    });
-  }
+      deployedBy: { ...d.run },
+      previousVersion: d.previousVersion,
+      strategy: d.strategy,
+    };
+  });
   for (let i = 0; i < intervals.length - 1; i++) intervals[i]!.to = intervals[i + 1]!.from;
   return intervals;
 }
@@ -145,8 +114,7 @@ export function formatHistory(input: FormatHistoryInput): string {
     const end = iv.to ?? 'now';
     const ms = (iv.to ? time(iv.to) : now.getTime()) - time(iv.from);
     const prev = iv.previousVersion === null ? 'first' : `after v${iv.previousVersion}`;
-    const origin = iv.source === 'alias' ? ' [alias only: no deployment record]' : '';
-    lines.push(`  v${String(iv.version).padEnd(4)} ${iv.from} → ${end}  (${formatDuration(ms)})  ${prev}, by ${iv.deployedBy.workflowId}${origin}`);
+    lines.push(`  v${String(iv.version).padEnd(4)} ${iv.from} → ${end}  (${formatDuration(ms)})  ${prev}, by ${iv.deployedBy.workflowId}`);
   }
   if (input.metrics && input.metrics.length > 0) {
     const names =

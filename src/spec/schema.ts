@@ -106,16 +106,47 @@ const evaluationSchema = z
   })
   .strict();
 
-const approvalSchema = z.discriminatedUnion('mode', [
-  z.object({ mode: z.literal('auto') }).strict(),
-  z
-    .object({
-      mode: z.literal('manual'),
-      reviewers: z.array(z.string().min(1)).min(1),
-      timeout: duration.default('72h'),
-    })
-    .strict(),
-]);
+const manualApprovalSchema = z
+  .object({
+    mode: z.literal('manual'),
+    /** Identities that may decide. */
+    reviewers: z.array(name).default([]),
+    /** Groups whose members may decide (group membership comes from the caller's API token). */
+    groups: z.array(name).default([]),
+    /** How many distinct approvals promote the candidate; one rejection ends the run. */
+    quorum: z.number().int().min(1).max(20).default(1),
+    timeout: duration.default('72h'),
+    /** Reminders go out this long before the deadline, e.g. ['24h', '1h']. */
+    remindBefore: z.array(duration).default([]),
+    /** After this long without a decision, a second set of reviewers is asked too. */
+    escalation: z
+      .object({ after: duration, reviewers: z.array(name).default([]), groups: z.array(name).default([]) })
+      .strict()
+      .refine((e) => e.reviewers.length + e.groups.length > 0, { message: 'escalation needs reviewers or groups', path: ['reviewers'] })
+      .optional(),
+  })
+  .strict()
+  .superRefine((a, ctx) => {
+    if (a.reviewers.length + a.groups.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['reviewers'], message: 'manual approval needs reviewers or groups' });
+    }
+    const people = new Set([...a.reviewers, ...(a.escalation?.reviewers ?? [])]).size;
+    if (a.groups.length === 0 && (a.escalation?.groups.length ?? 0) === 0 && a.quorum > people) {
+      ctx.addIssue({ code: 'custom', path: ['quorum'], message: `quorum ${a.quorum} exceeds the ${people} reviewers who could approve` });
+    }
+  });
+
+const approvalSchema = z.discriminatedUnion('mode', [z.object({ mode: z.literal('auto') }).strict(), manualApprovalSchema]);
+
+const webhookSchema = z
+  .object({
+    url: z.string().url('must be an absolute http(s) URL'),
+    /** Which events to send (default: all). */
+    events: z
+      .array(z.enum(['approval_requested', 'approval_reminder', 'approval_escalated', 'approved', 'rejected', 'expired', 'deployed']))
+      .optional(),
+  })
+  .strict();
 
 const deploymentSchema = z
   .object({
@@ -149,6 +180,8 @@ export const pipelineSpecSchema = z
     evaluation: evaluationSchema.default({ gates: [], slices: [] }),
     approval: approvalSchema.default({ mode: 'auto' }),
     deployment: deploymentSchema.default({ alias: 'production', strategy: 'direct' }),
+    /** Signed webhooks (secret and host allowlist come from the worker's environment). */
+    notifications: z.object({ webhooks: z.array(webhookSchema).max(10).default([]) }).strict().default({ webhooks: [] }),
   })
   .strict()
   .superRefine((spec, ctx) => {
@@ -194,6 +227,8 @@ export type ColumnSpec = PipelineSpec['schema']['columns'][string];
 export type Expectation = PipelineSpec['expectations'][number];
 export type TrainerSpec = PipelineSpec['trainer'];
 export type MetricName = (typeof METRIC_NAMES)[number];
+export type ManualApproval = z.output<typeof manualApprovalSchema>;
+export type WebhookSpec = z.output<typeof webhookSchema>;
 
 /** Formats zod issues as "field.path: message" lines. */
 export function formatSpecIssues(error: z.ZodError): string {

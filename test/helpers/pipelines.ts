@@ -1,15 +1,17 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowHandle } from '@temporalio/client';
 import { loadPipelineFile, type LoadedPipeline } from '../../src/spec/load.js';
-import type { PipelineSpec } from '../../src/spec/schema.js';
+import type { PipelineSpec, PipelineSpecInput } from '../../src/spec/schema.js';
+import { parsePipelineSpec } from '../../src/spec/define.js';
 import { runStatus } from '../../src/runs.js';
 import type { PipelineStatus } from '../../workflows/messages.js';
 
 export const EXAMPLE = 'examples/credit-risk/pipeline.ts';
 
-export async function examplePipeline(patch: (spec: PipelineSpec) => PipelineSpec = (s) => s): Promise<LoadedPipeline> {
+/** The example pipeline, patched and validated again (so defaults are filled in as for a user's file). */
+export async function examplePipeline(patch: (spec: PipelineSpec) => PipelineSpecInput = (s) => s): Promise<LoadedPipeline> {
   const loaded = await loadPipelineFile(EXAMPLE);
-  return { ...loaded, spec: patch(loaded.spec) };
+  return { ...loaded, spec: parsePipelineSpec(patch(loaded.spec)) };
 }
 
 /** Polls the status query until `predicate` holds (bounded). */

@@ -11,7 +11,7 @@ import { MinioArtifactStore } from '../../src/store/minio-store.js';
 import { bundleWorkflows, createWorkers, type RunningWorkers, type WorkerOptions } from '../../src/worker.js';
 
 /** Config pointing at the run's servers, with a bucket and task queues private to `name`. */
-export function testConfig(name: string): Config {
+export function testConfig(name: string, extraEnv: NodeJS.ProcessEnv = {}): Config {
   const stack = inject('stack');
   const id = `${name}-${randomUUID().slice(0, 6)}`;
   const home = join(stack.dir, 'homes', id);
@@ -27,6 +27,7 @@ export function testConfig(name: string): Config {
     CONVEYOR_TRAINING_TASK_QUEUE: `${id}-training`,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
     ...(process.env.CONVEYOR_PYTHON ? { CONVEYOR_PYTHON: process.env.CONVEYOR_PYTHON } : {}),
+    ...extraEnv,
   });
   return config;
 }
@@ -65,8 +66,12 @@ export interface TestEnv {
   close(): Promise<void>;
 }
 
-export async function startTestEnv(name: string, opts: Partial<Omit<WorkerOptions, 'config' | 'logger'>> = {}): Promise<TestEnv> {
-  const config = testConfig(name);
+export async function startTestEnv(
+  name: string,
+  opts: Partial<Omit<WorkerOptions, 'config' | 'logger'>> = {},
+  extraEnv: NodeJS.ProcessEnv = {},
+): Promise<TestEnv> {
+  const config = testConfig(name, extraEnv);
   const store = new MinioArtifactStore(config.s3);
   await store.ensureBucket();
   const workers = await createWorkers({ config, logger: testLogger, workflowBundle: await workflowBundle(), ...opts });

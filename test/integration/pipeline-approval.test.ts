@@ -6,6 +6,8 @@ import { approveUpdate, rejectUpdate } from '../../workflows/messages.js';
 import { startTestEnv, type TestEnv } from '../helpers/stack.js';
 import { examplePipeline, waitForStatus } from '../helpers/pipelines.js';
 import type { LoadedPipeline } from '../../src/spec/load.js';
+import { parsePipelineSpec } from '../../src/spec/define.js';
+import { resolve } from 'node:path';
 
 async function refusal(p: Promise<unknown>): Promise<string> {
   const err = await p.then(
@@ -33,7 +35,7 @@ describe('manual approval (real Temporal + MinIO)', () => {
     expect(version).toBe(1);
     const base = { model: 'credit-risk', version, sha256 };
 
-    expect(await refusal(handle.executeUpdate(approveUpdate, { args: [{ ...base, reviewer: 'mallory' }] }))).toContain('not a reviewer');
+    expect(await refusal(handle.executeUpdate(approveUpdate, { args: [{ ...base, reviewer: 'mallory' }] }))).toContain('may not decide');
     expect(await refusal(handle.executeUpdate(approveUpdate, { args: [{ ...base, reviewer: 'alice' }] }))).toContain('four-eyes');
     expect(await refusal(handle.executeUpdate(approveUpdate, { args: [{ ...base, version: 2, reviewer: 'bob' }] }))).toContain('credit-risk@1');
     expect(await refusal(handle.executeUpdate(approveUpdate, { args: [{ ...base, sha256: '0'.repeat(64), reviewer: 'bob' }] }))).toContain('does not match');
@@ -59,7 +61,7 @@ describe('manual approval (real Temporal + MinIO)', () => {
     expect(accepted).toHaveLength(1);
 
     const decision = await env.registry.getDecision('credit-risk', 1);
-    expect(decision).toMatchObject({ decision: 'approved', by: ['bob'], comment: 'metrics look right' });
+    expect(decision).toMatchObject({ decision: 'approved', by: ['bob'], comment: 'bob: metrics look right' });
     expect((await env.registry.getAlias('credit-risk', 'production'))?.version).toBe(1);
   });
 
@@ -77,8 +79,22 @@ describe('manual approval (real Temporal + MinIO)', () => {
     expect((await env.registry.listDeployments('credit-risk')).map((d) => d.version)).toEqual([1]);
   });
 
+  it('a decision sent while the run is still training is refused: nothing awaits one', async () => {
+    const slow = await examplePipeline((s) => ({
+      ...s,
+      approval: { mode: 'manual', reviewers: ['bob'], timeout: '10m' },
+      trainer: { kind: 'command', command: ['{python}', resolve('test/fixtures/trainers/slow_train.py')], params: { algorithm: 'logistic_regression', sleepSeconds: 3 } },
+    }));
+    const handle = await startPipeline(env.client, env.config, slow, { submittedBy: 'alice' });
+    await waitForStatus(handle, (s) => s.stage === 'train');
+    const message = await refusal(handle.executeUpdate(approveUpdate, { args: [{ model: 'credit-risk', version: 3, sha256: '0'.repeat(64), reviewer: 'bob' }] }));
+    expect(message).toContain('no decision is awaited');
+    expect(message).toContain('"train"');
+    await handle.terminate('test done');
+  });
+
   it('no decision before the timeout ends the run as expired, nothing deployed', async () => {
-    const short = { ...manual, spec: { ...manual.spec, approval: { mode: 'manual' as const, reviewers: ['bob'], timeout: '2s' } } };
+    const short = { ...manual, spec: parsePipelineSpec({ ...manual.spec, approval: { mode: 'manual', reviewers: ['bob'], timeout: '2s' } }) };
     const end = await waitForRun(await startPipeline(env.client, env.config, short, { submittedBy: 'alice' }));
     expect(end.outcome).toBe(RunOutcome.Expired);
     expect((await env.registry.getAlias('credit-risk', 'production'))?.version).toBe(1);

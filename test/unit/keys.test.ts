@@ -4,6 +4,7 @@ import { NAME_PATTERN, isValidName } from '../../src/shared/names.js';
 import { InvalidNameError, checkName, checkSha256, checkWorkflowId, keys, versionSegment } from '../../src/store/keys.js';
 
 const SHA = createHash('sha256').update('model bytes').digest('hex');
+const SCHEMA = createHash('sha256').update('declared schema').digest('hex');
 
 /** Hostile values refused everywhere a name or id reaches a key. */
 const HOSTILE: Array<[string, string]> = [
@@ -42,9 +43,16 @@ describe('model names and aliases (NAME_PATTERN)', () => {
     refused(() => checkName('model', value), 'model');
     refused(() => keys.version(value, 1), 'model');
     refused(() => keys.versionsPrefix(value), 'model');
-    refused(() => keys.alias('credit-risk', value), 'alias');
-    refused(() => keys.alias(value, 'production'), 'model');
-    refused(() => keys.runReport(value, 'wf-1', 'evaluation'), 'model');
+    refused(() => keys.runIndex(value, 'wf-1'), 'model');
+    refused(() => keys.runClaim(value, 'wf-1'), 'model');
+    refused(() => keys.decision(value, 1), 'model');
+    refused(() => keys.aliasesPrefix(value), 'model');
+    refused(() => keys.aliasPrefix(value, 'production'), 'model');
+    refused(() => keys.aliasEntry(value, 'production', 1), 'model');
+    refused(() => keys.aliasPrefix('credit-risk', value), 'alias');
+    refused(() => keys.aliasEntry('credit-risk', value, 1), 'alias');
+    refused(() => keys.runReport(value, 'wf-1', 'run-1', 'evaluation'), 'model');
+    refused(() => keys.runReport('credit-risk', 'wf-1', 'run-1', value), 'report');
   });
 
   it.each([
@@ -58,7 +66,11 @@ describe('model names and aliases (NAME_PATTERN)', () => {
   ])('refuses %s', (_label, value) => {
     expect(isValidName(value)).toBe(false);
     refused(() => checkName('model', value), 'model');
-    refused(() => keys.alias('credit-risk', value), 'alias');
+    refused(() => keys.aliasPrefix('credit-risk', value), 'alias');
+    refused(() => keys.aliasEntry('credit-risk', value, 1), 'alias');
+    refused(() => keys.aliasEntry(value, 'production', 1), 'model');
+    refused(() => keys.runClaim(value, 'wf-1'), 'model');
+    refused(() => keys.runReport('credit-risk', 'wf-1', 'run-1', value), 'report');
   });
 
   it.each(['a', '0', 'credit-risk', 'credit_risk_2', 'a'.repeat(63), '9lives'])('accepts %s', (value) => {
@@ -71,8 +83,10 @@ describe('workflow ids', () => {
   it.each(HOSTILE)('refuses %s', (_label, value) => {
     refused(() => checkWorkflowId(value), 'workflow id');
     refused(() => keys.runIndex('credit-risk', value), 'workflow id');
-    refused(() => keys.runReport('credit-risk', value, 'validation'), 'workflow id');
-    refused(() => keys.deployment('credit-risk', 1, value), 'workflow id');
+    refused(() => keys.runClaim('credit-risk', value), 'workflow id');
+    refused(() => keys.runReport('credit-risk', value, 'run-1', 'validation'), 'workflow id');
+    // run ids are Temporal ids too, and a path segment of the report key
+    refused(() => keys.runReport('credit-risk', 'wf-1', value, 'validation'), 'workflow id');
   });
 
   it.each([
@@ -82,6 +96,10 @@ describe('workflow ids', () => {
     ['201 characters', 'a'.repeat(201)],
   ])('refuses %s', (_label, value) => {
     refused(() => checkWorkflowId(value), 'workflow id');
+    refused(() => keys.runIndex('credit-risk', value), 'workflow id');
+    refused(() => keys.runClaim('credit-risk', value), 'workflow id');
+    refused(() => keys.runReport('credit-risk', value, 'run-1', 'evaluation'), 'workflow id');
+    refused(() => keys.runReport('credit-risk', 'wf-1', value, 'evaluation'), 'workflow id');
   });
 
   it('accepts Temporal-style ids, including uppercase, dots and colons, up to 200 characters', () => {
@@ -106,7 +124,8 @@ describe('sha256', () => {
     refused(() => keys.modelMetadata(value), 'sha256');
     refused(() => keys.dataset(value), 'sha256');
     refused(() => keys.datasetInfo(value), 'sha256');
-    refused(() => keys.profile(value), 'sha256');
+    refused(() => keys.profile(value, SCHEMA), 'sha256');
+    refused(() => keys.profile(SHA, value), 'sha256');
     refused(() => keys.split(value, 1, 0.2, 'abc', 'train'), 'sha256');
   });
 });
@@ -132,7 +151,21 @@ describe('version segments', () => {
     refused(() => versionSegment(value), 'version');
     refused(() => keys.version('credit-risk', value), 'version');
     refused(() => keys.decision('credit-risk', value), 'version');
-    refused(() => keys.deployment('credit-risk', value, 'wf-1'), 'version');
+    // an alias log's sequence number is a version segment too
+    refused(() => keys.aliasEntry('credit-risk', 'production', value), 'version');
+  });
+
+  it('sorts alias log entries in sequence order, under their own alias only', () => {
+    const seqs = [10, 2, 100, 1, 9];
+    const sortedKeys = seqs.map((n) => keys.aliasEntry('m', 'production', n)).sort();
+    expect(sortedKeys).toEqual([1, 2, 9, 10, 100].map((n) => keys.aliasEntry('m', 'production', n)));
+    for (const key of sortedKeys) {
+      expect(key.startsWith(keys.aliasPrefix('m', 'production'))).toBe(true);
+      expect(key.startsWith(keys.aliasesPrefix('m'))).toBe(true);
+      // the trailing slash keeps one alias's log from listing another's
+      expect(key.startsWith(keys.aliasPrefix('m', 'prod'))).toBe(false);
+      expect(key.startsWith(keys.versionsPrefix('m'))).toBe(false);
+    }
   });
 });
 
@@ -140,16 +173,22 @@ describe('keys for valid names', () => {
   it('builds the expected keys', () => {
     expect(keys.dataset(SHA)).toBe(`datasets/sha256/${SHA}`);
     expect(keys.datasetInfo(SHA)).toBe(`datasets/sha256/${SHA}.json`);
-    expect(keys.profile(SHA)).toBe(`profiles/${SHA}.json`);
+    expect(keys.profile(SHA, SCHEMA)).toBe(`profiles/${SHA}/${SCHEMA}.json`);
     expect(keys.modelBlob(SHA)).toBe(`models/sha256/${SHA}.onnx`);
-    expect(keys.modelMetadata(SHA)).toBe(`models/sha256/${SHA}.metadata.json`);
-    expect(keys.runReport('credit-risk', 'pipeline-credit-risk-1', 'evaluation')).toBe('runs/credit-risk/pipeline-credit-risk-1/evaluation.json');
+    expect(keys.modelMetadata(SHA)).toBe(`models/metadata/sha256/${SHA}.json`);
+    expect(keys.runReport('credit-risk', 'pipeline-credit-risk-1', 'run-1', 'evaluation')).toBe(
+      'runs/credit-risk/pipeline-credit-risk-1/run-1/evaluation.json',
+    );
+    expect(keys.runReport('credit-risk', 'pipeline-credit-risk-1', 'run.2:a', 'evaluation-1')).toBe(
+      'runs/credit-risk/pipeline-credit-risk-1/run.2:a/evaluation-1.json',
+    );
     expect(keys.versionsPrefix('credit-risk')).toBe('registry/credit-risk/versions/');
     expect(keys.version('credit-risk', 7)).toBe('registry/credit-risk/versions/000007.json');
     expect(keys.runIndex('credit-risk', 'wf.1')).toBe('registry/credit-risk/runs/wf.1.json');
-    expect(keys.alias('credit-risk', 'production')).toBe('registry/credit-risk/aliases/production.json');
-    expect(keys.deploymentsPrefix('credit-risk')).toBe('registry/credit-risk/deployments/');
-    expect(keys.deployment('credit-risk', 12, 'wf-9')).toBe('registry/credit-risk/deployments/000012-wf-9.json');
+    expect(keys.runClaim('credit-risk', 'wf.1')).toBe('registry/credit-risk/runs/wf.1.claim.json');
+    expect(keys.aliasesPrefix('credit-risk')).toBe('registry/credit-risk/aliases/');
+    expect(keys.aliasPrefix('credit-risk', 'production')).toBe('registry/credit-risk/aliases/production/');
+    expect(keys.aliasEntry('credit-risk', 'production', 12)).toBe('registry/credit-risk/aliases/production/000012.json');
     expect(keys.decision('credit-risk', 3)).toBe('registry/credit-risk/decisions/000003.json');
     expect(keys.modelsPrefix()).toBe('registry/');
   });

@@ -64,7 +64,8 @@ afterEach(async () => {
 
 /** Stores a blob + metadata and registers a version claiming `claimedSha` for them. */
 async function registerModel(run: string, blob: Buffer, claimedSha: string, blobKey = keys.modelBlob(sha256Hex(blob))): Promise<ModelVersionRecord> {
-  const metadataKey = keys.modelMetadata(claimedSha);
+  // Metadata is content-addressed by its own bytes, not the model's.
+  const metadataKey = keys.modelMetadata(sha256Hex(METADATA_BYTES));
   await store.put(blobKey, blob);
   await store.put(metadataKey, METADATA_BYTES);
   const dataSha = sha256Hex(Buffer.from('data'));
@@ -81,7 +82,7 @@ async function registerModel(run: string, blob: Buffer, claimedSha: string, blob
       source: 'credit-risk.csv',
       format: 'csv',
       size: 1,
-      profileKey: keys.profile(dataSha),
+      profileKey: keys.profile(dataSha, sha256Hex(Buffer.from('schema'))),
       rowCount: 4000,
       split: { seed: 7, holdoutFraction: 0.25, trainKey: 't', holdoutKey: 'h', trainRows: 3000, holdoutRows: 1000 },
     },

@@ -36,6 +36,8 @@ class CountingStore extends MemoryArtifactStore {
 
 const DATA_BYTES = Buffer.from('age,income,region,default\n34,52000,north,0\n51,38000,south,1\n');
 const DATA_SHA = sha(DATA_BYTES);
+/** Hash of the declared schema the profile was computed under. */
+const SCHEMA_HASH = sha(json({ age: 'integer', income: 'float', region: 'categorical', default: 'integer' }));
 
 const PROFILE: DatasetProfile = {
   rowCount: 1000,
@@ -125,9 +127,11 @@ async function register(store: MemoryArtifactStore, registry: Registry, spec: Ve
   const blob = Buffer.from(`onnx-bytes-of-version-${spec.n}`);
   const modelSha = sha(blob);
   await store.put(keys.modelBlob(modelSha), blob);
-  await store.put(keys.modelMetadata(modelSha), json({ framework: 'sklearn', algorithm: 'gradient_boosting' }));
+  const metadataJson = json({ framework: 'sklearn', algorithm: 'gradient_boosting', n: spec.n });
+  const metadataKey = keys.modelMetadata(sha(metadataJson));
+  await store.put(metadataKey, metadataJson);
   const workflowId = `credit-risk-train-${spec.n}`;
-  const reportKey = keys.runReport(MODEL, workflowId, 'evaluation');
+  const reportKey = keys.runReport(MODEL, workflowId, `run-${spec.n}`, 'evaluation');
   const gates = gatesFor(spec.metrics, spec.production);
   await store.put(
     reportKey,
@@ -161,14 +165,14 @@ async function register(store: MemoryArtifactStore, registry: Registry, spec: Ve
       task: 'classification',
       target: 'default',
       features: ['age', 'income', 'region'],
-      artifact: { sha256: modelSha, key: keys.modelBlob(modelSha), size: blob.length, metadataKey: keys.modelMetadata(modelSha), framework: 'sklearn', algorithm: 'gradient_boosting' },
+      artifact: { sha256: modelSha, key: keys.modelBlob(modelSha), size: blob.length, metadataKey, framework: 'sklearn', algorithm: 'gradient_boosting' },
       data: {
         sha256: DATA_SHA,
         key: keys.dataset(DATA_SHA),
         source: 's3://lake/credit/applications.csv',
         format: 'csv',
         size: DATA_BYTES.length,
-        profileKey: keys.profile(DATA_SHA),
+        profileKey: keys.profile(DATA_SHA, SCHEMA_HASH),
         rowCount: 1000,
         split: {
           seed: 42,
@@ -190,23 +194,14 @@ async function register(store: MemoryArtifactStore, registry: Registry, spec: Ve
       run: { workflowId, runId: `run-${spec.n}`, submittedBy: spec.n === 1 ? 'ci' : 'alice' },
       ...(spec.description ? { description: spec.description } : {}),
     },
-    new Date(createdAt),
+    { now: new Date(createdAt) },
   );
 }
 
+/** One deployment: the alias move with its strategy is the deployment record. */
 async function deploy(registry: Registry, version: number, expected: number | null, workflowId: string, at: string): Promise<void> {
   const run = { workflowId, runId: `${workflowId}-run` };
-  const moved = await registry.moveAlias({ model: MODEL, alias: 'production', version, expectedVersion: expected, run, now: new Date(at) });
-  await registry.recordDeployment({
-    model: MODEL,
-    version,
-    sha256: moved.sha256,
-    alias: 'production',
-    strategy: 'replace',
-    previousVersion: moved.previousVersion,
-    deployedAt: moved.updatedAt,
-    run,
-  });
+  await registry.moveAlias({ model: MODEL, alias: 'production', version, expectedVersion: expected, run, strategy: 'replace', now: new Date(at) });
 }
 
 const DESCRIPTION = 'Scores retail loan applications | not for business loans';
@@ -219,7 +214,7 @@ beforeEach(async () => {
   store = new CountingStore();
   registry = new Registry(store);
   await store.put(keys.dataset(DATA_SHA), DATA_BYTES);
-  await store.put(keys.profile(DATA_SHA), json(PROFILE));
+  await store.put(keys.profile(DATA_SHA, SCHEMA_HASH), json(PROFILE));
   records = [];
   records.push(await register(store, registry, { n: 1, metrics: V1, production: null }, '2025-01-01T09:00:00.000Z'));
   records.push(
@@ -252,7 +247,7 @@ describe('buildLineage', () => {
       format: 'csv',
       size: DATA_BYTES.length,
       rowCount: 1000,
-      profileKey: keys.profile(DATA_SHA),
+      profileKey: keys.profile(DATA_SHA, SCHEMA_HASH),
     });
     expect(l.dataset.profile).toEqual({
       rowCount: 1000,
@@ -289,7 +284,7 @@ describe('buildLineage', () => {
     ]);
     expect(l.evaluation.passed).toBe(true);
     expect(l.evaluation.production).toEqual({ version: 1, metrics: V1 });
-    expect(l.evaluation.reportKey).toBe(keys.runReport(MODEL, 'credit-risk-train-2', 'evaluation'));
+    expect(l.evaluation.reportKey).toBe(keys.runReport(MODEL, 'credit-risk-train-2', 'run-2', 'evaluation'));
     expect(l.decision).toEqual({
       decision: 'approved',
       by: ['bob', 'carol'],
@@ -340,7 +335,7 @@ describe('buildLineage', () => {
     for (const key of await store.list('registry/')) await other.put(key, await store.get(key));
     const l = await buildLineage(otherRegistry, other, MODEL, 3);
     expect(l.dataset.profile).toBeNull();
-    expect(l.warnings).toEqual([expect.stringContaining(keys.profile(DATA_SHA))]);
+    expect(l.warnings).toEqual([expect.stringContaining(keys.profile(DATA_SHA, SCHEMA_HASH))]);
     expect(l.meta).toMatchObject({ tags: { owner: 'risk-team' }, archived: true, archivedBy: 'alice', archiveReason: 'rejected candidate' });
     expect(l.decision?.decision).toBe('rejected');
     expect(l.deployments).toEqual([]);
@@ -354,13 +349,13 @@ describe('buildLineage', () => {
 });
 
 describe('production history', () => {
-  it('builds ordered intervals from the deployment records', async () => {
+  it('builds ordered intervals from the alias log', async () => {
     const timeline = await productionTimeline(registry, MODEL);
-    expect(timeline.map(({ version, from, to, previousVersion, deployedBy, source }) => ({ version, from, to, previousVersion, by: deployedBy.workflowId, source }))).toEqual([
-      { version: 1, from: '2025-01-02T00:00:00.000Z', to: '2025-02-02T00:00:00.000Z', previousVersion: null, by: 'credit-risk-train-1', source: 'deployment' },
-      { version: 2, from: '2025-02-02T00:00:00.000Z', to: '2025-02-10T08:00:00.000Z', previousVersion: 1, by: 'credit-risk-train-2', source: 'deployment' },
-      { version: 1, from: '2025-02-10T08:00:00.000Z', to: '2025-02-20T08:00:00.000Z', previousVersion: 2, by: 'rollback-credit-risk-1', source: 'deployment' },
-      { version: 2, from: '2025-02-20T08:00:00.000Z', to: null, previousVersion: 1, by: 'redeploy-credit-risk-2', source: 'deployment' },
+    expect(timeline.map(({ version, from, to, previousVersion, deployedBy }) => ({ version, from, to, previousVersion, by: deployedBy.workflowId }))).toEqual([
+      { version: 1, from: '2025-01-02T00:00:00.000Z', to: '2025-02-02T00:00:00.000Z', previousVersion: null, by: 'credit-risk-train-1' },
+      { version: 2, from: '2025-02-02T00:00:00.000Z', to: '2025-02-10T08:00:00.000Z', previousVersion: 1, by: 'credit-risk-train-2' },
+      { version: 1, from: '2025-02-10T08:00:00.000Z', to: '2025-02-20T08:00:00.000Z', previousVersion: 2, by: 'rollback-credit-risk-1' },
+      { version: 2, from: '2025-02-20T08:00:00.000Z', to: null, previousVersion: 1, by: 'redeploy-credit-risk-2' },
     ]);
     expect(timeline[0]!.sha256).toBe(records[0]!.artifact.sha256);
     expect(timeline[0]!.strategy).toBe('replace');
@@ -381,9 +376,9 @@ describe('production history', () => {
     expect(() => versionAt(timeline, 'yesterday')).toThrow(RangeError);
   });
 
-  it('is empty for another alias and appends an alias move that has no deployment record', async () => {
+  it('is exactly the alias log: every move is in it, and its last interval is where the alias points', async () => {
     expect(await productionTimeline(registry, MODEL, 'staging')).toEqual([]);
-    // A crash between moveAlias and recordDeployment leaves only the alias.
+    // A move without an explicit strategy is still a deployment: there is no separate record to lose.
     await registry.moveAlias({
       model: MODEL,
       alias: 'production',
@@ -392,10 +387,59 @@ describe('production history', () => {
       run: { workflowId: 'manual-3', runId: 'm3' },
       now: new Date('2025-03-10T00:00:00.000Z'),
     });
+    // Moves of another alias do not enter production's timeline.
+    await registry.moveAlias({
+      model: MODEL,
+      alias: 'staging',
+      version: 1,
+      expectedVersion: null,
+      run: { workflowId: 'stage-1', runId: 's1' },
+      now: new Date('2025-03-05T00:00:00.000Z'),
+    });
     const timeline = await productionTimeline(registry, MODEL);
+    const log = await registry.listDeployments(MODEL, 'production');
+    expect(log.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(timeline).toEqual(
+      log.map((e, i) => ({
+        version: e.version,
+        sha256: e.sha256,
+        from: e.deployedAt,
+        to: log[i + 1]?.deployedAt ?? null,
+        deployedBy: e.run,
+        previousVersion: e.previousVersion,
+        strategy: e.strategy,
+      })),
+    );
     expect(timeline.at(-2)!.to).toBe('2025-03-10T00:00:00.000Z');
-    expect(timeline.at(-1)).toMatchObject({ version: 3, from: '2025-03-10T00:00:00.000Z', to: null, previousVersion: 2, strategy: null, source: 'alias' });
+    expect(timeline.at(-1)).toEqual({
+      version: 3,
+      sha256: records[2]!.artifact.sha256,
+      from: '2025-03-10T00:00:00.000Z',
+      to: null,
+      deployedBy: { workflowId: 'manual-3', runId: 'm3' },
+      previousVersion: 2,
+      strategy: 'direct',
+    });
+    const current = await registry.getAlias(MODEL, 'production');
+    expect({ version: timeline.at(-1)!.version, from: timeline.at(-1)!.from }).toEqual({ version: current!.version, from: current!.deployedAt });
     expect(versionAt(timeline, '2025-03-11T00:00:00.000Z')).toBe(3);
+    expect(await productionTimeline(registry, MODEL, 'staging')).toMatchObject([{ version: 1, from: '2025-03-05T00:00:00.000Z', to: null }]);
+    await expect(productionTimeline(registry, MODEL, '../x')).rejects.toThrow(/invalid alias/);
+  });
+
+  it('orders by position in the log even when a writer\'s clock was behind', async () => {
+    // The 4th move's writer had a clock 10 days slow: the log order (seq), not the timestamp, says it came last.
+    await registry.moveAlias({
+      model: MODEL,
+      alias: 'production',
+      version: 3,
+      expectedVersion: 2,
+      run: { workflowId: 'skewed-3', runId: 'k3' },
+      now: new Date('2025-02-12T00:00:00.000Z'),
+    });
+    const timeline = await productionTimeline(registry, MODEL);
+    expect(timeline.map((iv) => iv.version)).toEqual([1, 2, 1, 2, 3]);
+    expect(timeline.at(-1)).toMatchObject({ version: 3, previousVersion: 2, to: null });
   });
 
   it('lists the metrics of every version and formats the history', async () => {

@@ -1,0 +1,63 @@
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Client, Connection } from '@temporalio/client';
+import { decide, startPipeline, waitForRun } from '../../src/runs.js';
+import { RunOutcome } from '../../src/shared/errors.js';
+import { freePort, startTemporal, temporalHealthy, waitUntil, type ServerProcess } from '../../src/dev/servers.js';
+import { MinioArtifactStore } from '../../src/store/minio-store.js';
+import { Registry } from '../../src/registry/registry.js';
+import { createWorkers } from '../../src/worker.js';
+import { testConfig, testLogger, workflowBundle } from '../helpers/stack.js';
+import { examplePipeline, waitForStatus } from '../helpers/pipelines.js';
+
+/** A Temporal dev server of this test's own (on a SQLite file), so restarting it disturbs no other test. */
+async function ownTemporal(dir: string, port: number): Promise<ServerProcess> {
+  const server = startTemporal({ dbFile: join(dir, 'temporal.sqlite'), port, uiPort: await freePort(), logFile: join(dir, 'temporal.log') });
+  await waitUntil('Temporal', () => temporalHealthy(port), 60_000, join(dir, 'temporal.log'));
+  return server;
+}
+
+describe('the Temporal server restarts while a run waits for approval', () => {
+  const cleanups: Array<() => Promise<void>> = [];
+  afterAll(async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  });
+
+  it('keeps the run; the approval afterwards completes it and deploys', async () => {
+    const port = await freePort();
+    const config = { ...testConfig('restart'), temporal: { address: `127.0.0.1:${port}`, namespace: 'default' } };
+    let temporal = await ownTemporal(config.home, port);
+    cleanups.push(() => temporal.stop());
+    const store = new MinioArtifactStore(config.s3);
+    await store.ensureBucket();
+    const workers = await createWorkers({ config, logger: testLogger, workflowBundle: await workflowBundle() });
+    const running = workers.run();
+    cleanups.push(async () => {
+      workers.shutdown();
+      await running;
+    });
+
+    let connection = await Connection.connect({ address: config.temporal.address });
+    let client = new Client({ connection });
+    const pipeline = await examplePipeline((s) => ({ ...s, approval: { mode: 'manual', reviewers: ['bob'], timeout: '10m' } }));
+    const started = await startPipeline(client, config, pipeline, { submittedBy: 'alice' });
+    const awaiting = (await waitForStatus(started, (s) => s.awaitingApproval !== undefined)).awaitingApproval!;
+    await connection.close();
+
+    await temporal.stop();
+    expect(await temporalHealthy(port)).toBe(false);
+    temporal = await ownTemporal(config.home, port);
+
+    connection = await Connection.connect({ address: config.temporal.address });
+    cleanups.push(() => connection.close());
+    client = new Client({ connection });
+    const handle = client.workflow.getHandle(started.workflowId);
+    // The same run, still waiting on the same candidate.
+    const status = await waitForStatus(handle, (s) => s.awaitingApproval !== undefined, 90_000);
+    expect(status.awaitingApproval).toMatchObject({ version: awaiting.version, sha256: awaiting.sha256 });
+    await decide(handle, 'approve', { model: 'credit-risk', version: awaiting.version, sha256: awaiting.sha256, reviewer: 'bob' });
+    const end = await waitForRun(handle);
+    expect(end.outcome).toBe(RunOutcome.Deployed);
+    expect((await new Registry(store).getAlias('credit-risk', 'production'))?.version).toBe(awaiting.version);
+  });
+});

@@ -1,0 +1,61 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { devDown, devPorts } from '../../src/dev/dev-env.js';
+import { isAlive, runsBinary } from '../../src/dev/servers.js';
+
+const home = mkdtempSync(join(tmpdir(), 'conveyor-dev-state-'));
+const children: ChildProcess[] = [];
+afterAll(() => {
+  for (const c of children) c.kill('SIGKILL');
+  rmSync(home, { recursive: true, force: true });
+});
+
+/** A live process that is not a dev server: what a recorded pid may be after a reboot. */
+function bystander(): ChildProcess {
+  const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
+  children.push(child);
+  return child;
+}
+
+describe('dev state safety', () => {
+  it('runsBinary matches a pid only against the executable it was started from', () => {
+    const child = bystander();
+    expect(runsBinary(child.pid!, process.execPath)).toBe(true);
+    expect(runsBinary(child.pid!, '/nonexistent/temporal')).toBe(false);
+    expect(runsBinary(2 ** 22 + 12345, process.execPath)).toBe(false);
+  });
+
+  it('dev down drops state whose pids were reused, without signalling them', async () => {
+    const config = loadConfig({ CONVEYOR_HOME: home });
+    const other = bystander();
+    mkdirSync(join(home, 'dev'), { recursive: true });
+    const state = join(home, 'dev', 'state.json');
+    writeFileSync(
+      state,
+      JSON.stringify({
+        temporal: { pid: other.pid, port: 7233, uiPort: 8233, bin: '/opt/cache/temporal-v1/temporal' },
+        minio: { pid: other.pid, port: 9000, consolePort: 9001, bin: '/opt/cache/minio-v1/minio' },
+        startedAt: new Date().toISOString(),
+      }),
+    );
+    const lines: string[] = [];
+    await devDown(config, (l) => lines.push(l));
+    expect(isAlive(other.pid!)).toBe(true);
+    expect(existsSync(state)).toBe(false);
+    expect(lines.join('\n')).toContain('no longer running');
+  });
+
+  it('derives the dev server ports from the configured endpoints', () => {
+    expect(devPorts(loadConfig({}))).toEqual({ temporal: 7233, temporalUi: 8233, minio: 9000, minioConsole: 9001 });
+    expect(devPorts(loadConfig({ TEMPORAL_ADDRESS: 'localhost:17233', CONVEYOR_S3_ENDPOINT: 'http://localhost:19000' }))).toEqual({
+      temporal: 17233,
+      temporalUi: 18233,
+      minio: 19000,
+      minioConsole: 19001,
+    });
+  });
+});
