@@ -29,7 +29,7 @@ import type { bareWorkflow, modelPipeline } from './workflows.js';
 
 /**
  * Activity calls `modelPipeline` makes on the auto-approval path with gates
- * passing and no promotion race: ingestDataset, validateDataset, splitDataset,
+ * passing, no promotion race and no webhooks (the example spec has none): ingestDataset, validateDataset, splitDataset,
  * trainModel, getAlias, evaluateModel, registerVersion, recordDecision,
  * promoteVersion. Checked against a real run's history before measuring.
  */

@@ -1,6 +1,6 @@
 /**
  * Trivial activities for the pipeline-overhead benchmark: every activity the
- * pipeline workflow calls, each returning a minimal valid value at once (no I/O),
+ * pipeline workflow can call, each returning a minimal valid value at once (no I/O),
  * so a run measures orchestration only.
  */
 import type { PipelineActivities } from '../activities/index.js';
@@ -60,6 +60,10 @@ export function stubActivities(): PipelineActivities {
     },
     async promoteVersion() {
       return { ok: true, previousVersion: null };
+    },
+    // Only called for specs with webhooks; the example has none.
+    async sendNotification() {
+      return { status: 200 };
     },
   };
 }

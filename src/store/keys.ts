@@ -52,7 +52,7 @@ export const keys = {
   aliasEntry: (model: string, alias: string, seq: number) =>
     `registry/${checkName('model', model)}/aliases/${checkName('alias', alias)}/${versionSegment(seq)}.json`,
   aliasesPrefix: (model: string) => `registry/${checkName('model', model)}/aliases/`,
-  runClaim: (model: string, workflowId: string) => `registry/${checkName('model', model)}/runs/${checkWorkflowId(workflowId)}.claim.json`,
+  runClaim: (model: string, workflowId: string) => `registry/${checkName('model', model)}/claims/${checkWorkflowId(workflowId)}.json`,
   decision: (model: string, version: number) => `registry/${checkName('model', model)}/decisions/${versionSegment(version)}.json`,
   modelsPrefix: () => 'registry/',
 };

@@ -68,7 +68,7 @@ describe('parsePipelineSpec: defaults', () => {
       evaluation: { beatProduction: { metric: 'f1' } },
     });
     expect(spec.split).toEqual({ holdoutFraction: 0.2, seed: 3 });
-    expect(spec.approval).toEqual({ mode: 'manual', reviewers: ['ana'], timeout: '72h' });
+    expect(spec.approval).toEqual({ mode: 'manual', reviewers: ['ana'], groups: [], quorum: 1, remindBefore: [], timeout: '72h' });
     expect(spec.deployment).toEqual({ alias: 'staging', strategy: 'direct' });
     expect(spec.evaluation.beatProduction).toEqual({ metric: 'f1', minDelta: 0 });
   });
@@ -350,5 +350,28 @@ describe('canonicalJson and specHash', () => {
     expect(specHash(changed)).not.toBe(specHash(spec));
     const reverted: PipelineSpec = { ...changed, trainer: { ...changed.trainer, params: { ...changed.trainer.params, C: 1.0 } } };
     expect(specHash(reverted)).toBe(specHash(spec));
+  });
+});
+
+describe('manual approval policy', () => {
+  const base = {
+    name: 'm',
+    dataset: { source: '/d.csv' },
+    target: { column: 'y', task: 'classification' as const },
+    schema: { columns: { x: { type: 'float' as const }, y: { type: 'integer' as const } } },
+    trainer: { kind: 'command' as const, command: ['t'] },
+  };
+  it('needs reviewers or groups', () => {
+    expect(() => parsePipelineSpec({ ...base, approval: { mode: 'manual' } })).toThrow(/approval\.reviewers: manual approval needs reviewers or groups/);
+  });
+  it('refuses a quorum larger than the people who could approve', () => {
+    expect(() => parsePipelineSpec({ ...base, approval: { mode: 'manual', reviewers: ['a', 'b'], quorum: 3 } })).toThrow(/approval\.quorum: quorum 3 exceeds the 2 reviewers/);
+  });
+  it('accepts a group quorum, reminders and escalation', () => {
+    const spec = parsePipelineSpec({ ...base, approval: { mode: 'manual', groups: ['risk'], quorum: 2, remindBefore: ['1h'], escalation: { after: '2h', groups: ['leads'] } } });
+    expect(spec.approval).toMatchObject({ quorum: 2, remindBefore: ['1h'], escalation: { after: '2h', groups: ['leads'], reviewers: [] } });
+  });
+  it('refuses a webhook that is not a URL', () => {
+    expect(() => parsePipelineSpec({ ...base, notifications: { webhooks: [{ url: 'not a url' }] } })).toThrow(/notifications\.webhooks\.0\.url/);
   });
 });
