@@ -101,7 +101,9 @@ export async function findAwaitingRun(client: Client, model: string, version: nu
   }
   const first = failures[0];
   if (first) {
-    const message = first.error instanceof Error ? first.error.message : String(first.error);
+    const err = first.error;
+    const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : '';
+    const message = err instanceof Error ? `${err.message}${cause}` : String(err);
     throw new Error(
       `could not query ${failures.length} running run(s) of ${model} to find the one awaiting a decision on version ${version} ` +
         `(is a worker running on task queue ${first.taskQueue}?): ${first.workflowId}: ${message}`,

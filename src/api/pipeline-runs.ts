@@ -11,7 +11,7 @@ import { startPipeline } from '../runs.js';
 import { statusQuery, type PipelineStatus } from '../../workflows/messages.js';
 import type { modelPipeline } from '../../workflows/index.js';
 import type { ApiDeps } from './deps.js';
-import { ApiError, badRequest, conflict, notFound } from './http.js';
+import { badRequest, conflict, notFound, type ApiError } from './http.js';
 
 export const PIPELINE_WORKFLOW_TYPE = 'modelPipeline';
 const DEFAULT_QUERY_TIMEOUT_MS = 5000;

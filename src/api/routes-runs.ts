@@ -80,7 +80,8 @@ export const runRoutes: RouteSpec[] = [
         temporalStatus: desc.status.name,
         startedAt: desc.startTime.toISOString(),
         closedAt: desc.closeTime?.toISOString() ?? null,
-        outcome: status && status.outcome !== RunOutcome.Running ? status.outcome : end.outcome,
+        // How Temporal says the run ended is authoritative (a cancelled run's own status says "failed").
+        outcome: end.outcome,
         ...('message' in end && end.message ? { message: end.message } : {}),
         result: ('result' in end && end.result) || null,
         status,

@@ -57,7 +57,7 @@ export async function startApi(config: Config, logger: Logger, opts: StartApiOpt
   const app = createApiApp({ client, config, registry: new Registry(store), store, tokens, logger, ...(policy ? { authz: policy } : {}) });
   try {
     const url = await app.listen({ host: opts.host ?? config.api.host, port: checkPort(opts.port ?? config.api.port) });
-    logger.info({ url, tokens: tokens.size, policy: policy ? 'file' : 'open' }, 'governance API listening');
+    logger.info({ url, identities: tokens.size, policy: policy ? 'file' : 'open' }, 'governance API listening');
     return {
       app,
       url,

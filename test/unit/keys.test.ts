@@ -185,7 +185,7 @@ describe('keys for valid names', () => {
     expect(keys.versionsPrefix('credit-risk')).toBe('registry/credit-risk/versions/');
     expect(keys.version('credit-risk', 7)).toBe('registry/credit-risk/versions/000007.json');
     expect(keys.runIndex('credit-risk', 'wf.1')).toBe('registry/credit-risk/runs/wf.1.json');
-    expect(keys.runClaim('credit-risk', 'wf.1')).toBe('registry/credit-risk/runs/wf.1.claim.json');
+    expect(keys.runClaim('credit-risk', 'wf.1')).toBe('registry/credit-risk/claims/wf.1.json');
     expect(keys.aliasesPrefix('credit-risk')).toBe('registry/credit-risk/aliases/');
     expect(keys.aliasPrefix('credit-risk', 'production')).toBe('registry/credit-risk/aliases/production/');
     expect(keys.aliasEntry('credit-risk', 'production', 12)).toBe('registry/credit-risk/aliases/production/000012.json');
@@ -200,5 +200,11 @@ describe('keys for valid names', () => {
     const hostile = keys.split(SHA, 1, 0.2, '../../etc/passwd%2f..\\x', 'train');
     expect(hostile).toBe(`splits/${SHA}/ecad2f-seed-1-holdout-0.2000/train.csv`);
     expect(hostile.split('/')).toHaveLength(4);
+  });
+});
+
+describe('claims and run indexes never collide', () => {
+  it('a workflow id ending in ".claim" does not share a key with another run\'s claim', () => {
+    expect(keys.runClaim('m', 'x')).not.toBe(keys.runIndex('m', 'x.claim'));
   });
 });

@@ -1,0 +1,412 @@
+import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { hashToken, TokenStore } from '../../src/auth/tokens.js';
+import { API_ROUTES, createApiApp, parseApiPolicy } from '../../src/api/index.js';
+import type { PipelineSpec } from '../../src/spec/schema.js';
+import { startTestEnv, testLogger, type TestEnv } from '../helpers/stack.js';
+import { examplePipeline } from '../helpers/pipelines.js';
+
+const PEOPLE = {
+  // alice submits and also reviews (so the four-eyes rule, not group membership, is what stops her).
+  alice: ['ml-eng', 'risk-reviewers'],
+  bob: ['risk-reviewers'],
+  carol: ['risk-reviewers'],
+  root: ['admin'],
+  eve: ['marketing'],
+} as const;
+type Person = keyof typeof PEOPLE;
+const TOKENS = Object.fromEntries(Object.keys(PEOPLE).map((p) => [p, randomBytes(24).toString('base64url')])) as Record<Person, string>;
+/** Looks like a token, belongs to nobody. */
+const WRONG_TOKEN = randomBytes(24).toString('base64url');
+
+interface Res {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- test assertions read arbitrary JSON
+  json: any;
+}
+
+describe('governance API (real Temporal + MinIO)', () => {
+  let env: TestEnv;
+  let app: FastifyInstance;
+  let port: number;
+  let manualSpec: PipelineSpec;
+  let autoSpec: PipelineSpec;
+
+  /** Raw HTTP (node:http sends the path exactly as given: no dot-segment normalization, no re-encoding). */
+  function call(method: string, path: string, opts: { as?: Person; token?: string; body?: unknown; raw?: string } = {}): Promise<Res> {
+    const token = opts.token ?? (opts.as ? TOKENS[opts.as] : undefined);
+    const payload = opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
+    return new Promise((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          method,
+          path,
+          headers: {
+            ...(token ? { authorization: `Bearer ${token}` } : {}),
+            ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let json: unknown;
+            try {
+              json = JSON.parse(text);
+            } catch {
+              json = undefined;
+            }
+            const out = { status: res.statusCode ?? 0, headers: res.headers, text, json };
+            checkDocumented(method, path, out);
+            resolve(out);
+          });
+        },
+      );
+      req.on('error', reject);
+      if (payload !== undefined) req.write(payload);
+      req.end();
+    });
+  }
+
+  /** Every JSON response of a documented route and status must match the schema its OpenAPI entry was generated from. */
+  function checkDocumented(method: string, path: string, res: Omit<Res, 'headers'> & { headers: Res['headers'] }): void {
+    const pathname = path.split('?')[0]!;
+    const route = API_ROUTES.find((r) => r.method === method && new RegExp(`^${r.path.replace(/\./g, '\\.').replace(/:[A-Za-z]+/g, '[^/]+')}$`).test(pathname));
+    const schema = route?.responses[res.status]?.schema;
+    if (!schema || !String(res.headers['content-type']).startsWith('application/json')) return;
+    const parsed = schema.safeParse(res.json);
+    if (!parsed.success) throw new Error(`${method} ${path} → ${res.status} does not match its documented schema: ${parsed.error.message}`);
+  }
+
+  async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const value = await probe();
+      if (value !== undefined) return value;
+      await sleep(250);
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  }
+
+  beforeAll(async () => {
+    env = await startTestEnv('api');
+    const tokens = new TokenStore(Object.entries(PEOPLE).map(([identity, groups]) => ({ identity, groups: [...groups], sha256: hashToken(TOKENS[identity as Person]) })));
+    // alice's team operates, reviewers read, everybody else (eve) nothing; root is admin.
+    const authz = parseApiPolicy({ models: { '*': { read: ['risk-reviewers'], operate: ['ml-eng'] } } });
+    app = createApiApp({ client: env.client, config: env.config, registry: env.registry, store: env.store, tokens, logger: testLogger, authz });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    port = (app.server.address() as { port: number }).port;
+    // Paths in the example are resolved against its file, so they are absolute, as the API requires.
+    manualSpec = (await examplePipeline((s) => ({ ...s, approval: { mode: 'manual', groups: ['risk-reviewers'], quorum: 2, timeout: '10m' } }))).spec;
+    autoSpec = (await examplePipeline()).spec;
+  });
+  afterAll(async () => {
+    await app?.close();
+    await env?.close();
+  });
+
+  it('every documented route refuses a missing and a wrong token (only /healthz and /openapi.json are public)', async () => {
+    const doc = (await call('GET', '/openapi.json')).json;
+    expect(doc.openapi).toBe('3.1.0');
+    expect(doc.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' });
+    // The document covers every route the app registers (both come from API_ROUTES).
+    for (const r of API_ROUTES) expect(doc.paths[r.path.replace(/:([A-Za-z]+)/g, '{$1}')]?.[r.method.toLowerCase()], `${r.method} ${r.path}`).toBeDefined();
+
+    const operations: Array<{ method: string; path: string; public: boolean; op: { parameters: Array<{ name: string; example: string }> } }> = [];
+    for (const [template, methods] of Object.entries(doc.paths as Record<string, Record<string, { security: unknown[]; parameters: Array<{ name: string; example: string }> }>>)) {
+      for (const [method, op] of Object.entries(methods)) {
+        const path = template.replace(/\{([A-Za-z]+)\}/g, (_m, name: string) => {
+          const example = op.parameters.find((p) => p.name === name)?.example;
+          expect(example, `example for ${name} in ${template}`).toBeDefined();
+          return encodeURIComponent(String(example));
+        });
+        operations.push({ method: method.toUpperCase(), path, public: op.security.length === 0, op });
+      }
+    }
+    expect(operations.length).toBe(API_ROUTES.length);
+    expect(operations.filter((o) => o.public).map((o) => o.path).sort()).toEqual(['/healthz', '/openapi.json']);
+
+    for (const o of operations) {
+      const body = ['POST', 'PUT', 'PATCH'].includes(o.method) ? {} : undefined;
+      const none = await call(o.method, o.path, { body });
+      const wrong = await call(o.method, o.path, { token: WRONG_TOKEN, body });
+      if (o.public) {
+        expect(none.status, `${o.method} ${o.path}`).toBe(200);
+        continue;
+      }
+      for (const res of [none, wrong]) {
+        expect(res.status, `${o.method} ${o.path}`).toBe(401);
+        expect(String(res.headers['www-authenticate'])).toMatch(/^Bearer/);
+        expect(res.text).not.toContain(WRONG_TOKEN);
+      }
+      // The substituted path does reach the route (so the 401 above came from the route's check).
+      const admin = await call(o.method, o.path, { as: 'root', body });
+      expect(admin.status, `${o.method} ${o.path} as admin`).not.toBe(401);
+      expect(admin.json?.error, `${o.method} ${o.path} as admin`).not.toBe('no such route');
+    }
+
+    // Encoded paths route to the same handlers and need the token just the same.
+    for (const path of ['/%761/whoami', '/v%31/models', '/v1/%6dodels/credit-risk']) {
+      expect((await call('GET', path)).status, path).toBe(401);
+      expect((await call('GET', path, { as: 'alice' })).status, path).toBe(path.includes('credit-risk') ? 404 : 200);
+    }
+    // Unknown routes need a token too (an anonymous caller cannot map the API).
+    expect((await call('GET', '/v1/nope')).status).toBe(401);
+    expect((await call('GET', '/v1/nope', { as: 'alice' })).status).toBe(404);
+    expect((await call('GET', '/v1/whoami', { as: 'alice' })).json).toEqual({ identity: 'alice', groups: ['ml-eng', 'risk-reviewers'], admin: false, authorization: 'policy' });
+  });
+
+  it('refuses traversal in model, alias, version and workflow id parameters and in body names with 400, touching nothing', async () => {
+    const before = await env.store.list('');
+    const tagBody = { tags: { team: 'x' } };
+    const attempts: Array<[string, string, unknown, string]> = [
+      ['GET', '/v1/models/..', undefined, 'model'],
+      ['GET', '/v1/models/%2e%2e', undefined, 'model'],
+      ['GET', '/v1/models/%252e%252e', undefined, 'model'],
+      ['GET', '/v1/models/..%2f..%2fdatasets', undefined, 'model'],
+      ['GET', '/v1/models/%2fetc%2fpasswd/history', undefined, 'model'],
+      ['GET', '/v1/models/credit-risk%5c..%5cx', undefined, 'model'],
+      ['GET', '/v1/models/Credit-Risk', undefined, 'model'],
+      ['GET', '/v1/models/credit-risk/versions/..', undefined, 'version'],
+      ['GET', '/v1/models/credit-risk/versions/1%2f..%2f2/lineage', undefined, 'version'],
+      ['GET', '/v1/models/credit-risk/versions/-1/card', undefined, 'version'],
+      ['GET', '/v1/models/credit-risk/versions/1.5', undefined, 'version'],
+      ['GET', '/v1/models/credit-risk/versions/0x1', undefined, 'version'],
+      ['GET', '/v1/models/credit-risk/versions/99999999999999999999', undefined, 'version'],
+      ['PUT', '/v1/models/credit-risk/aliases/..%2fproduction', { version: 1, expectedVersion: null }, 'alias'],
+      ['PUT', '/v1/models/credit-risk/aliases/%2e%2e', { version: 1, expectedVersion: null }, 'alias'],
+      ['PUT', '/v1/models/..%2fx/aliases/staging', { version: 1, expectedVersion: null }, 'model'],
+      ['PATCH', '/v1/models/%2e%2e/versions/1', tagBody, 'model'],
+      ['PATCH', '/v1/models/credit-risk/versions/%2e%2e', tagBody, 'version'],
+      ['GET', '/v1/runs/..', undefined, 'workflowId'],
+      ['GET', '/v1/runs/%2e%2e%2f%2e%2e%2fregistry', undefined, 'workflowId'],
+      ['GET', '/v1/runs/pipeline-credit-risk..x', undefined, 'workflowId'],
+      ['GET', '/v1/runs/%2fabs', undefined, 'workflowId'],
+      ['POST', '/v1/runs/..%5cx/cancel', undefined, 'workflowId'],
+      ['POST', '/v1/approvals/%2e%2e/1/approve', {}, 'model'],
+      ['POST', '/v1/approvals/credit-risk/..%2f1/reject', { comment: 'x' }, 'version'],
+      // Names in bodies.
+      ['POST', '/v1/runs', { spec: { ...manualSpec, name: '../evil' } }, 'spec.name'],
+      ['POST', '/v1/runs', { spec: { ...manualSpec, name: '%2e%2e' } }, 'spec.name'],
+      ['POST', '/v1/runs', { spec: manualSpec, workflowId: '../../x' }, 'workflowId'],
+      ['POST', '/v1/runs', { spec: manualSpec, workflowId: 'a%2fb' }, 'workflowId'],
+      ['POST', '/v1/runs', { spec: { ...manualSpec, deployment: { alias: '../production', strategy: 'direct' } } }, 'spec.deployment.alias'],
+      ['POST', '/v1/runs', { spec: { ...manualSpec, dataset: { source: 'examples/credit-risk/data/credit-risk.csv' } } }, 'spec.dataset.source'],
+      ['POST', '/v1/runs', { spec: { ...manualSpec, dataset: { source: '/tmp/../etc/credit-risk.csv' } } }, 'spec.dataset.source'],
+      ['POST', '/v1/runs', { spec: { ...manualSpec, dataset: { source: 's3://bucket/%2e%2e/x.csv' } } }, 'spec.dataset.source'],
+      ['POST', '/v1/runs', { spec: { ...manualSpec, dataset: { source: 'C:\\data\\x.csv' } } }, 'spec.dataset.source'],
+      ['POST', '/v1/runs', { spec: { ...manualSpec, trainer: { ...manualSpec.trainer, command: ['{python}', './trainers/train_sklearn.py'] } } }, 'spec.trainer.command.1'],
+      ['POST', '/v1/runs', { spec: { ...manualSpec, trainer: { ...manualSpec.trainer, command: ['{python}', 'train_sklearn.py'] } } }, 'spec.trainer.command.1'],
+      ['POST', '/v1/runs', { spec: { ...manualSpec, trainer: { ...manualSpec.trainer, command: ['{python}', '/opt/../etc/train.py'] } } }, 'spec.trainer.command.1'],
+      ['POST', '/v1/runs', { spec: { ...manualSpec, trainer: { ...manualSpec.trainer, command: ['python', '--script=../t.py'] } } }, 'spec.trainer.command.1'],
+      ['PATCH', '/v1/models/credit-risk/versions/1', { tags: { '../x': 'y' } }, 'tags.../x'],
+      ['PATCH', '/v1/models/credit-risk/versions/1', { removeTags: ['%2e%2e'] }, 'removeTags.0'],
+      ['PUT', '/v1/models/credit-risk/aliases/staging', { version: '1/..', expectedVersion: null }, 'version'],
+    ];
+    for (const [method, path, body, field] of attempts) {
+      const res = await call(method, path, { as: 'root', body });
+      expect(res.status, `${method} ${path} ${JSON.stringify(body)?.slice(0, 80) ?? ''}`).toBe(400);
+      expect(res.json.issues.map((i: { field: string }) => i.field), `${method} ${path}`).toContain(field);
+    }
+    // Nothing was written, and no run was started.
+    expect(await env.store.list('')).toEqual(before);
+    const runs = [];
+    for await (const e of env.client.workflow.list({ query: `TaskQueue = '${env.config.taskQueues.pipeline}'` })) runs.push(e.workflowId);
+    expect(runs).toEqual([]);
+  });
+
+  it('POST /v1/runs with an invalid spec is a 400 naming each field', async () => {
+    const { target: _t, ...noTarget } = manualSpec;
+    const res = await call('POST', '/v1/runs', {
+      as: 'alice',
+      body: { spec: { ...noTarget, evaluation: { gates: [{ metric: 'rmse', min: 1 }] }, trainer: { kind: 'shell', command: ['x'] } } },
+    });
+    expect(res.status).toBe(400);
+    const fields = res.json.issues.map((i: { field: string }) => i.field);
+    expect(fields).toEqual(expect.arrayContaining(['spec.target', 'spec.trainer.kind']));
+    expect(res.json.error).toContain('spec.target');
+    const unknown = await call('POST', '/v1/runs', { as: 'alice', body: { spec: manualSpec, submittedBy: 'bob' } });
+    expect(unknown.status).toBe(400);
+    expect(unknown.json.error).toContain('submittedBy');
+    expect((await call('POST', '/v1/runs', { as: 'alice', raw: '{"spec": ' })).status).toBe(400);
+    expect((await call('POST', '/v1/runs', { as: 'alice', raw: JSON.stringify({ spec: manualSpec, pad: 'x'.repeat(1_100_000) }) })).status).toBe(413);
+    // Operating needs the operate right: reviewers only read, outsiders nothing.
+    expect((await call('POST', '/v1/runs', { as: 'bob', body: { spec: manualSpec } })).status).toBe(403);
+    expect((await call('POST', '/v1/runs', { as: 'eve', body: { spec: manualSpec } })).status).toBe(403);
+  });
+
+  it('runs a manual-approval pipeline through the API: listing, four-eyes, outsiders, quorum, idempotent decisions, deployment, lineage', async () => {
+    const started = await call('POST', '/v1/runs', { as: 'alice', body: { spec: manualSpec, code: { gitCommit: 'a'.repeat(40), gitDirty: false, pipelineFile: 'examples/credit-risk/pipeline.ts' } } });
+    expect(started.status).toBe(201);
+    const { workflowId, runId } = started.json;
+    expect(started.headers.location).toBe(`/v1/runs/${workflowId}`);
+    const again = await call('POST', '/v1/runs', { as: 'alice', body: { spec: manualSpec, workflowId } });
+    expect(again.status).toBe(409);
+
+    const running = await call('GET', `/v1/runs/${workflowId}`, { as: 'bob' });
+    expect(running.status).toBe(200);
+    expect(running.json).toMatchObject({ workflowId, runId, model: 'credit-risk', temporalStatus: 'RUNNING' });
+    expect((await call('GET', `/v1/runs/${workflowId}`, { as: 'eve' })).status).toBe(403);
+    expect((await call('GET', '/v1/runs/pipeline-credit-risk-nope', { as: 'root' })).status).toBe(404);
+
+    const listed = await until('the candidate in bob\'s approvals', async () => {
+      const res = await call('GET', '/v1/approvals', { as: 'bob' });
+      expect(res.status).toBe(200);
+      return res.json.approvals.find((a: { workflowId: string }) => a.workflowId === workflowId);
+    });
+    expect(listed).toMatchObject({ model: 'credit-risk', version: 1, submittedBy: 'alice', groups: ['risk-reviewers'], quorum: 2, approvals: [] });
+    expect(listed.dataVersion).toMatch(/^[0-9a-f]{64}$/);
+    expect(listed.metrics.candidate.roc_auc).toBeGreaterThan(0.7);
+    expect(listed.metrics.production).toBeNull(); // first version: nothing in production yet
+    expect(listed.comparison.find((c: { metric: string }) => c.metric === 'roc_auc')).toMatchObject({ production: null, delta: null });
+    expect(listed.gates.length).toBeGreaterThan(0);
+    // The submitter and outsiders are not asked.
+    expect((await call('GET', '/v1/approvals', { as: 'alice' })).json.approvals).toEqual([]);
+    expect((await call('GET', '/v1/approvals', { as: 'eve' })).json.approvals).toEqual([]);
+
+    const approve = (who: Person, body: unknown = { comment: `${who} checked` }) => call('POST', '/v1/approvals/credit-risk/1/approve', { as: who, body });
+    const own = await approve('alice');
+    expect(own.status).toBe(403);
+    expect(own.json.error).toContain('four-eyes');
+    const outsider = await approve('eve');
+    expect(outsider.status).toBe(403);
+    expect(outsider.json.error).toContain('may not decide');
+    const noComment = await call('POST', '/v1/approvals/credit-risk/1/reject', { as: 'bob', body: {} });
+    expect(noComment.status).toBe(400);
+    expect(noComment.json.issues[0].field).toBe('comment');
+    const wrongArtifact = await approve('bob', { sha256: '0'.repeat(64) });
+    expect(wrongArtifact.status).toBe(403);
+    expect(wrongArtifact.json.error).toContain('does not match');
+    expect((await call('POST', '/v1/approvals/credit-risk/7/approve', { as: 'bob', body: {} })).status).toBe(404);
+
+    const first = await approve('bob', { comment: 'AUC fine', sha256: listed.sha256 });
+    expect(first.status).toBe(200);
+    expect(first.json).toMatchObject({ decision: 'approval_recorded', reviewer: 'bob', approvals: 1, quorum: 2, workflowId, runId });
+    const repeated = await approve('bob');
+    expect(repeated.status).toBe(200);
+    expect(repeated.json).toEqual(first.json);
+    // bob has approved: no longer asked; carol still is, and sees bob's approval.
+    expect((await call('GET', '/v1/approvals', { as: 'bob' })).json.approvals).toEqual([]);
+    const forCarol = (await call('GET', '/v1/approvals', { as: 'carol' })).json.approvals;
+    expect(forCarol.map((a: { approvals: Array<{ reviewer: string }> }) => a.approvals.map((x) => x.reviewer))).toEqual([['bob']]);
+
+    const second = await approve('carol');
+    expect(second.json).toMatchObject({ decision: 'approved', approvals: 2 });
+
+    const done = await until('the run to deploy', async () => {
+      const res = await call('GET', `/v1/runs/${workflowId}`, { as: 'alice' });
+      return res.json.temporalStatus === 'COMPLETED' ? res.json : undefined;
+    });
+    expect(done).toMatchObject({ outcome: 'deployed', result: { version: 1, deployedAlias: 'production' } });
+    // After the run ended, the same request still answers with the first result; others find nothing to decide.
+    expect((await approve('bob')).json).toEqual(first.json);
+    const late = await call('POST', '/v1/approvals/credit-risk/1/reject', { as: 'root', body: { comment: 'too late' } });
+    expect(late.status).toBe(404);
+    expect(late.json.error).toContain('approved by bob, carol');
+
+    const lineage = await call('GET', '/v1/models/credit-risk/versions/1/lineage', { as: 'bob' });
+    expect(lineage.status).toBe(200);
+    expect(lineage.json).toMatchObject({
+      model: 'credit-risk',
+      version: 1,
+      dataset: { sha256: listed.dataVersion },
+      run: { workflowId, runId, submittedBy: 'alice', gitCommit: 'a'.repeat(40), pipelineFile: 'examples/credit-risk/pipeline.ts' },
+      decision: { decision: 'approved', by: ['bob', 'carol'] },
+      deployments: [{ alias: 'production', run: { workflowId, runId } }],
+      inProduction: true,
+      warnings: [],
+    });
+    expect(lineage.json.dataset.profile.rowCount).toBeGreaterThan(0);
+    expect(lineage.json.artifact.sha256).toBe(listed.sha256);
+
+    const card = await call('GET', '/v1/models/credit-risk/versions/1/card', { as: 'bob' });
+    expect(card.json).toMatchObject({ model: 'credit-risk', version: 1, approval: { by: ['bob', 'carol'] }, inProduction: true, gatesPassed: true });
+    const markdown = await call('GET', '/v1/models/credit-risk/versions/1/card.md', { as: 'bob' });
+    expect(markdown.headers['content-type']).toMatch(/^text\/markdown/);
+    expect(markdown.text).toContain('# Model card: credit-risk v1');
+
+    const history = await call('GET', `/v1/models/credit-risk/history?at=${encodeURIComponent(new Date().toISOString())}`, { as: 'bob' });
+    expect(history.json).toMatchObject({ alias: 'production', timeline: [{ version: 1, to: null, source: 'deployment' }], metrics: [{ version: 1 }], at: { version: 1 } });
+    expect((await call('GET', '/v1/models/credit-risk/history?at=2000-01-01T00:00:00Z', { as: 'bob' })).json.at).toEqual({ time: '2000-01-01T00:00:00Z', version: null });
+    const badTime = await call('GET', '/v1/models/credit-risk/history?at=yesterday', { as: 'bob' });
+    expect(badTime.status).toBe(400);
+    expect(badTime.json.issues[0].field).toBe('at');
+
+    const model = await call('GET', '/v1/models/credit-risk', { as: 'bob' });
+    expect(model.json).toMatchObject({ model: 'credit-risk', versions: [{ version: 1, submittedBy: 'alice' }], aliases: { production: { version: 1 } } });
+    const version = await call('GET', '/v1/models/credit-risk/versions/1', { as: 'bob' });
+    expect(version.json).toMatchObject({ record: { version: 1, run: { submittedBy: 'alice' } }, meta: { tags: {} }, decision: { decision: 'approved' } });
+    expect((await call('GET', '/v1/models', { as: 'alice' })).json.models).toEqual([{ model: 'credit-risk', versions: 1, latest: 1, production: 1 }]);
+    expect((await call('GET', '/v1/models', { as: 'eve' })).json.models).toEqual([]);
+    expect((await call('GET', '/v1/models/credit-risk', { as: 'eve' })).status).toBe(403);
+    expect((await call('GET', '/v1/models/credit-risk/versions/2', { as: 'bob' })).status).toBe(404);
+    expect((await call('GET', '/v1/models/no-such-model', { as: 'bob' })).status).toBe(404);
+  });
+
+  it('moves aliases with compare-and-swap; production only by admins', async () => {
+    const put = (who: Person, alias: string, body: unknown) => call('PUT', `/v1/models/credit-risk/aliases/${alias}`, { as: who, body });
+    const stale = await put('alice', 'staging', { version: 1, expectedVersion: 3 });
+    expect(stale.status).toBe(409);
+    expect(stale.json.currentVersion).toBeNull();
+    const moved = await put('alice', 'staging', { version: 1, expectedVersion: null });
+    expect(moved.status).toBe(200);
+    expect(moved.json).toMatchObject({ alias: 'staging', version: 1, previousVersion: null, strategy: 'manual', run: { workflowId: 'api:alice' } });
+    const raced = await put('alice', 'staging', { version: 1, expectedVersion: null });
+    expect(raced.status).toBe(409);
+    expect(raced.json.currentVersion).toBe(1);
+    expect((await put('bob', 'staging', { version: 1, expectedVersion: 1 })).status).toBe(403);
+    expect((await put('alice', 'staging', { version: 9, expectedVersion: 1 })).status).toBe(404);
+
+    const production = await put('alice', 'production', { version: 1, expectedVersion: 1 });
+    expect(production.status).toBe(403);
+    expect(production.json.error).toContain('admin');
+    const adminStale = await put('root', 'production', { version: 1, expectedVersion: null });
+    expect(adminStale.status, adminStale.text).toBe(409);
+    expect(adminStale.json.currentVersion).toBe(1);
+    expect((await call('GET', '/v1/models/credit-risk', { as: 'bob' })).json.aliases).toMatchObject({ production: { version: 1 }, staging: { version: 1 } });
+  });
+
+  it('tags, describes and archives versions; archiving production is a 409', async () => {
+    const patch = (who: Person, body: unknown) => call('PATCH', '/v1/models/credit-risk/versions/1', { as: who, body });
+    const tagged = await patch('alice', { tags: { team: 'risk', ticket: 'RISK-42' }, description: 'first approved model' });
+    expect(tagged.status).toBe(200);
+    expect(tagged.json).toMatchObject({ tags: { team: 'risk', ticket: 'RISK-42' }, description: 'first approved model' });
+    const removed = await patch('alice', { removeTags: ['ticket'] });
+    expect(removed.json.tags).toEqual({ team: 'risk' });
+    expect(removed.json.history.map((h: { by: string }) => h.by)).toEqual(['alice', 'alice', 'alice']);
+
+    const archive = await patch('alice', { archived: true, archiveReason: 'superseded' });
+    expect(archive.status).toBe(409);
+    expect(archive.json.error).toContain('production');
+    expect((await patch('alice', { archived: true })).json.issues[0].field).toBe('archiveReason');
+    expect((await patch('alice', {})).status).toBe(400);
+    expect((await patch('bob', { tags: { x: 'y' } })).status).toBe(403);
+    expect((await patch('eve', { tags: { x: 'y' } })).status).toBe(403);
+    expect((await call('GET', '/v1/models/credit-risk/versions/1', { as: 'bob' })).json.meta).toMatchObject({ archived: false, tags: { team: 'risk' } });
+  });
+
+  it('cancels a running run', async () => {
+    const started = await call('POST', '/v1/runs', { as: 'alice', body: { spec: autoSpec, workflowId: `pipeline-credit-risk-api-cancel-${Date.now()}` } });
+    expect(started.status).toBe(201);
+    const { workflowId } = started.json;
+    expect((await call('POST', `/v1/runs/${workflowId}/cancel`, { as: 'bob' })).status).toBe(403);
+    const cancelled = await call('POST', `/v1/runs/${workflowId}/cancel`, { as: 'alice' });
+    expect(cancelled.status).toBe(202);
+    expect(cancelled.json).toMatchObject({ workflowId, cancelRequested: true });
+    const end = await until('the run to end', async () => {
+      const res = await call('GET', `/v1/runs/${workflowId}`, { as: 'alice' });
+      return res.json.temporalStatus === 'RUNNING' ? undefined : res.json;
+    });
+    expect(end).toMatchObject({ temporalStatus: 'CANCELLED', outcome: 'cancelled' });
+    expect((await call('POST', `/v1/runs/${workflowId}/cancel`, { as: 'alice' })).status).toBe(409);
+    expect((await env.registry.getAlias('credit-risk', 'production'))?.version).toBe(1);
+  });
+});
