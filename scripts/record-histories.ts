@@ -22,6 +22,9 @@ import { createWorkers } from '../src/worker.js';
 import { statusQuery } from '../workflows/messages.js';
 
 const OUT = 'test/fixtures/histories';
+/** Histories are kept per release of the workflow code: `--tag v2` writes auto-deployed.v2.json, … */
+const tagIndex = process.argv.indexOf('--tag');
+const TAG = tagIndex > 0 ? `.${process.argv[tagIndex + 1]}` : '';
 
 const dir = mkdtempSync(join(tmpdir(), 'conveyor-record-'));
 const stack = await startDevStack({ dir, accessKey: 'record', secretKey: 'record-secret' });
@@ -48,7 +51,7 @@ try {
     const end = await waitForRun(handle);
     // The CLI writes the canonical proto JSON that historyFromJSON reads back.
     const json = execFileSync(locateBinary('temporal'), ['workflow', 'show', '--address', config.temporal.address, '--workflow-id', handle.workflowId, '--output', 'json']);
-    writeFileSync(join(OUT, `${name}.json`), json);
+    writeFileSync(join(OUT, `${name}${TAG}.json`), json);
     console.log(`${name}: ${end.outcome} (${(JSON.parse(json.toString()) as { events: unknown[] }).events.length} events)`);
   }
 
@@ -69,6 +72,22 @@ try {
   await record('manual-rejected', variant(manual), approveWhenAsked('reject'));
   await record('gate-failed', variant({ evaluation: { ...base.spec.evaluation, gates: [{ metric: 'roc_auc', min: 0.999 }] } }));
   await record('data-invalid', variant({ dataset: { source: join(process.cwd(), 'test/fixtures/data/empty.csv') } }));
+  if (TAG) {
+    // Quorum of two with an escalation that fires before the second approval.
+    const quorum = variant({ approval: { mode: 'manual', reviewers: ['bob', 'carol'], quorum: 2, timeout: '1h', remindBefore: ['3599s'], escalation: { after: '2s', reviewers: ['lena'] } } });
+    await record('quorum-escalated', quorum, async (handle) => {
+      for (;;) {
+        const status = await handle.query(statusQuery);
+        const a = status.awaitingApproval;
+        if (a && a.approvals.length === 0) await decide(handle, 'approve', { model: status.model, version: a.version, reviewer: 'bob' });
+        if (a?.escalated) {
+          await decide(handle, 'approve', { model: status.model, version: a.version, reviewer: 'lena' });
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    });
+  }
 
   workers.shutdown();
   await running;

@@ -13,8 +13,10 @@ const files = readdirSync(DIR).filter((f) => f.endsWith('.json'));
 
 /** Replays saved histories through today's workflow code: a non-deterministic change fails here. */
 describe('workflow replay over saved histories', () => {
-  it('has histories to replay for every pipeline path', () => {
-    expect(files.sort()).toEqual(['auto-deployed.json', 'data-invalid.json', 'gate-failed.json', 'manual-approved.json', 'manual-rejected.json']);
+  it('has histories to replay for every pipeline path, from each release of the workflow', () => {
+    const paths = ['auto-deployed', 'data-invalid', 'gate-failed', 'manual-approved', 'manual-rejected'];
+    // v1: before approval policies and the stage-upsert patch; v2: current.
+    expect(files).toEqual(expect.arrayContaining([...paths.map((p) => `${p}.json`), ...paths.map((p) => `${p}.v2.json`), 'quorum-escalated.v2.json']));
   });
 
   it.each(files)('%s replays deterministically', async (file) => {
