@@ -118,7 +118,8 @@ export function createApiApp(deps: ApiDeps): FastifyInstance {
         .send({ error: 'missing or invalid bearer token' });
     }
     callers.set(req, caller);
-    req.log = req.log.child({ identity: caller.identity });
+    // Both: fastify logs the request's completion through the reply's logger.
+    req.log = reply.log = req.log.child({ identity: caller.identity });
     return undefined;
   });
 

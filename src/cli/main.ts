@@ -8,10 +8,15 @@ import { EXIT_CODES, RunOutcome } from '../shared/errors.js';
 import { loadPipelineFile } from '../spec/load.js';
 import { InvalidSpecError } from '../spec/define.js';
 import { connectClient } from '../temporal/client.js';
-import { currentUser, decide, describeFailure, findAwaitingRun, runStatus, startPipeline, waitForRun } from '../runs.js';
+import { describeFailure, runStatus, startPipeline, waitForRun } from '../runs.js';
 import { MinioArtifactStore } from '../store/minio-store.js';
 import { Registry } from '../registry/registry.js';
 import { formatStatus, parseModelRef } from './format.js';
+import { apiRequest } from './api-client.js';
+import type { ApprovalItem } from '../api/approvals.js';
+import { buildLineage, formatLineage } from '../registry/lineage.js';
+import { formatHistory, metricsByVersion, productionTimeline, versionAt } from '../registry/history.js';
+import { buildModelCard, loadEvaluationReport } from '../registry/model-card.js';
 import { STAGES } from '../shared/constants.js';
 import type { PipelineStatus } from '../../workflows/messages.js';
 
@@ -90,11 +95,23 @@ export function buildProgram(): Command {
     .description('start a pipeline run from a pipeline file (.ts)')
     .option('--wait', 'follow the run stage by stage; the exit code says how it ended')
     .option('--id <workflowId>', 'workflow id to use (default: pipeline-<model>-<time>-<random>)')
+    .option('--api', 'submit through the governance API, as the authenticated identity of your token (four-eyes then holds against that identity)')
     .option('--json', 'machine-readable output')
-    .action(async (file: string, opts: { wait?: boolean; id?: string; json?: boolean }) => {
+    .action(async (file: string, opts: { wait?: boolean; id?: string; json?: boolean; api?: boolean }) => {
       const pipeline = await loadPipelineFile(file);
       const client = await connectClient(config);
-      const handle = await startPipeline(client, config, pipeline, opts.id ? { workflowId: opts.id } : {});
+      let handle: Awaited<ReturnType<typeof startPipeline>>;
+      if (opts.api) {
+        const started = await apiRequest<{ workflowId: string; runId: string }>(config, 'POST', '/v1/runs', {
+          spec: pipeline.spec,
+          code: { gitCommit: pipeline.code.gitCommit, gitDirty: pipeline.code.gitDirty, pipelineFile: pipeline.code.pipelineFile },
+          ...(opts.id ? { workflowId: opts.id } : {}),
+        });
+        handle = client.workflow.getHandle(started.workflowId, started.runId, { firstExecutionRunId: started.runId }) as typeof handle;
+      } else {
+        // Direct to Temporal: the submitter is the claimed CONVEYOR_USER / OS user.
+        handle = await startPipeline(client, config, pipeline, opts.id ? { workflowId: opts.id } : {});
+      }
       if (!opts.json) out(`started ${pipeline.spec.name}: workflow ${handle.workflowId} run ${handle.firstExecutionRunId}`);
       if (!opts.wait) {
         if (opts.json) json({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId });
@@ -132,25 +149,76 @@ export function buildProgram(): Command {
       out(`  temporal: ${desc.status.name}, started ${desc.startTime.toISOString()}${desc.closeTime ? `, closed ${desc.closeTime.toISOString()}` : ''}`);
     });
 
+  program
+    .command('whoami')
+    .description('who the governance API thinks you are (from your token)')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }) => {
+      const me = await apiRequest<{ identity: string; groups: string[]; admin: boolean }>(config, 'GET', '/v1/whoami');
+      if (opts.json) return json(me);
+      out(`${me.identity} (groups: ${me.groups.join(', ') || 'none'})${me.admin ? ' — admin' : ''}`);
+    });
+
+  program
+    .command('approvals')
+    .description('candidates awaiting a decision you may make, next to production on the same holdout')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }) => {
+      const list = await apiRequest<{ approvals: ApprovalItem[]; unavailable: Array<{ workflowId: string; error: string }> }>(config, 'GET', '/v1/approvals');
+      if (opts.json) return json(list);
+      if (!list.approvals.length) out('nothing awaits your decision');
+      for (const a of list.approvals) {
+        out(`${a.model}@${a.version}  sha256:${a.sha256.slice(0, 12)}  data:${a.dataVersion?.slice(0, 12) ?? 'n/a'}  submitted by ${a.submittedBy}  until ${a.deadline}`);
+        out(`  approvals ${a.approvals.length}/${a.quorum}${a.approvals.length ? ` (${a.approvals.map((x) => x.reviewer).join(', ')})` : ''}${a.escalated ? '  [escalated]' : ''}`);
+        const prod = a.metrics.production;
+        for (const [name, value] of Object.entries(a.metrics.candidate)) {
+          if (name === 'support' || typeof value !== 'number') continue;
+          const p = prod?.metrics[name];
+          out(`  ${name.padEnd(10)} ${value.toFixed(4)}${typeof p === 'number' ? `   production@${prod!.version} ${p.toFixed(4)}   Δ ${(value - p >= 0 ? '+' : '') + (value - p).toFixed(4)}` : ''}`);
+        }
+        for (const g of a.gates) out(`  gate ${g.passed ? 'pass' : 'FAIL'} ${g.gate}`);
+        out(`  → npx conveyor approve ${a.model}@${a.version}   |   npx conveyor reject ${a.model}@${a.version} --comment "..."`);
+      }
+      for (const u of list.unavailable) out(`  (could not query ${u.workflowId}: ${u.error})`);
+    });
+
   for (const kind of ['approve', 'reject'] as const) {
     program
       .command(`${kind} <modelAtVersion>`)
-      .description(`${kind} the candidate model version awaiting a decision`)
+      .description(`${kind} the candidate awaiting a decision, as the identity of your API token`)
       .option('--comment <text>', kind === 'reject' ? 'why (required)' : 'optional note')
-      .option('--as <reviewer>', 'reviewer identity (default: CONVEYOR_USER or the OS user)')
+      .option('--sha256 <hash>', 'bind the decision to this artifact hash (refused if it is not the candidate)')
       .option('--json', 'machine-readable output')
-      .action(async (ref: string, opts: { comment?: string; as?: string; json?: boolean }) => {
+      .action(async (ref: string, opts: { comment?: string; sha256?: string; json?: boolean }) => {
         const { model, version } = parseModelRef(ref);
         if (version === undefined) throw new Error(`name the version: ${model}@<version>`);
         if (kind === 'reject' && !opts.comment) throw new Error('reject needs --comment "<why>"');
-        const client = await connectClient(config);
-        const handle = await findAwaitingRun(client, model, version);
-        const reviewer = opts.as ?? currentUser();
-        const result = await decide(handle, kind, { model, version, reviewer, ...(opts.comment ? { comment: opts.comment } : {}) });
-        if (opts.json) json(result);
-        else out(`${result.decision}: ${model}@${version} by ${result.reviewer} (run ${handle.workflowId})`);
+        const me = await apiRequest<{ identity: string; groups: string[] }>(config, 'GET', '/v1/whoami');
+        if (!opts.json) out(`deciding as ${me.identity} (groups: ${me.groups.join(', ') || 'none'})`);
+        const result = await apiRequest<{ decision: string; reviewer: string; approvals?: number; quorum?: number; workflowId: string }>(
+          config,
+          'POST',
+          `/v1/approvals/${model}/${version}/${kind}`,
+          { ...(opts.comment ? { comment: opts.comment } : {}), ...(opts.sha256 ? { sha256: opts.sha256 } : {}) },
+        );
+        if (opts.json) return json(result);
+        const progress = result.decision === 'approval_recorded' ? ` (${result.approvals}/${result.quorum} approvals)` : '';
+        out(`${result.decision}: ${model}@${version} by ${result.reviewer}${progress} (run ${result.workflowId})`);
       });
   }
+
+  program
+    .command('lineage <modelAtVersion>')
+    .description('the chain behind a version: data → run → trainer → metrics and gates → approvals → deployments')
+    .option('--json', 'machine-readable output')
+    .action(async (ref: string, opts: { json?: boolean }) => {
+      const { model, version } = parseModelRef(ref);
+      if (version === undefined) throw new Error(`name the version: ${model}@<version>`);
+      const store = new MinioArtifactStore(config.s3);
+      const lineage = await buildLineage(new Registry(store), store, model, version);
+      if (opts.json) return json(lineage);
+      out(formatLineage(lineage));
+    });
 
   const models = program.command('models').description('list registered models, or show one');
   models
@@ -201,6 +269,88 @@ export function buildProgram(): Command {
         out(`  @${v}  ${r.createdAt}  sha256:${r.artifact.sha256.slice(0, 12)}  data:${r.data.sha256.slice(0, 12)}  ${Object.entries(r.evaluation.metrics).slice(0, 3).map(([k, x]) => `${k}=${x?.toFixed(3) ?? 'n/a'}`).join(' ')}`);
       }
       for (const d of deployments) out(`  deployed @${d.version} at ${d.deployedAt} (was ${d.previousVersion ?? 'none'}) by ${d.run.workflowId}`);
+    });
+
+  models
+    .command('history <model>')
+    .description('which version was in production when, and every version\'s metrics')
+    .option('--at <time>', 'only: which version was in production at this ISO time')
+    .option('--alias <alias>', 'alias to follow', 'production')
+    .option('--json', 'machine-readable output')
+    .action(async (model: string, opts: { at?: string; alias: string; json?: boolean }) => {
+      const reg = await registry(config);
+      const timeline = await productionTimeline(reg, parseModelRef(model).model, opts.alias);
+      if (opts.at) {
+        const version = versionAt(timeline, opts.at);
+        if (opts.json) return json({ model, alias: opts.alias, at: opts.at, version });
+        return out(version === null ? `nothing was in ${opts.alias} at ${opts.at}` : `${model}@${version} was in ${opts.alias} at ${opts.at}`);
+      }
+      const metrics = await metricsByVersion(reg, model);
+      if (opts.json) return json({ model, alias: opts.alias, timeline, metrics });
+      out(formatHistory({ model, alias: opts.alias, timeline, metrics }));
+    });
+  models
+    .command('card <modelAtVersion>')
+    .description('the model card of a version (Markdown; --json for the structured card)')
+    .option('--json', 'machine-readable output')
+    .action(async (ref: string, opts: { json?: boolean }) => {
+      const { model, version } = parseModelRef(ref);
+      if (version === undefined) throw new Error(`name the version: ${model}@<version>`);
+      const store = new MinioArtifactStore(config.s3);
+      const lineage = await buildLineage(new Registry(store), store, model, version);
+      const card = buildModelCard(lineage, await loadEvaluationReport(store, lineage.evaluation.reportKey));
+      if (opts.json) return json(card.json);
+      out(card.markdown);
+    });
+  models
+    .command('tag <modelAtVersion> <tags...>')
+    .description('set tags (key=value) on a version; --remove key to drop one')
+    .option('--remove <keys...>', 'tag keys to remove')
+    .action(async (ref: string, tags: string[], opts: { remove?: string[] }) => {
+      const { model, version } = parseModelRef(ref);
+      const pairs = Object.fromEntries(tags.map((t) => {
+        const i = t.indexOf('=');
+        if (i < 1) throw new Error(`"${t}" is not key=value`);
+        return [t.slice(0, i), t.slice(i + 1)];
+      }));
+      const meta = await apiRequest(config, 'PATCH', `/v1/models/${model}/versions/${version}`, { tags: pairs, ...(opts.remove ? { removeTags: opts.remove } : {}) });
+      json(meta);
+    });
+  models
+    .command('archive <modelAtVersion>')
+    .description('archive a version (never the one in production); archived versions are never deployed')
+    .option('--reason <text>', 'why (required to archive)')
+    .option('--undo', 'unarchive instead')
+    .action(async (ref: string, opts: { reason?: string; undo?: boolean }) => {
+      const { model, version } = parseModelRef(ref);
+      if (!opts.undo && !opts.reason) throw new Error('archive needs --reason "<why>"');
+      const body = opts.undo ? { archived: false } : { archived: true, archiveReason: opts.reason };
+      const meta = await apiRequest<{ archived: boolean }>(config, 'PATCH', `/v1/models/${model}/versions/${version}`, body);
+      out(`${model}@${version} ${meta.archived ? 'archived' : 'unarchived'}`);
+    });
+
+  program
+    .command('alias <model> <alias> <version>')
+    .description('point an alias (staging, champion, challenger, …) at a version; compare-and-swap on --expect')
+    .requiredOption('--expect <version>', 'the version the alias points at now ("none" if unset)')
+    .action(async (model: string, alias: string, version: string, opts: { expect: string }) => {
+      const moved = await apiRequest<{ version: number; previousVersion: number | null }>(config, 'PUT', `/v1/models/${model}/aliases/${alias}`, {
+        version: Number(version),
+        expectedVersion: opts.expect === 'none' ? null : Number(opts.expect),
+      });
+      out(`${model}@${alias} → ${moved.version} (was ${moved.previousVersion ?? 'none'})`);
+    });
+
+  program
+    .command('api')
+    .description('serve the governance HTTP API (runs, approvals, registry; OpenAPI at /openapi.json)')
+    .option('--port <port>', 'port (default CONVEYOR_API_PORT or 8090)', (v) => Number(v))
+    .option('--host <host>', 'bind address (default CONVEYOR_API_HOST or 127.0.0.1)')
+    .action(async (opts: { port?: number; host?: string }) => {
+      const { startApi } = await import('../api/index.js');
+      const api = await startApi(config, logger, { ...(opts.port !== undefined ? { port: opts.port } : {}), ...(opts.host ? { host: opts.host } : {}) });
+      logger.info({ url: api.url }, 'governance API');
+      for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void api.close());
     });
 
   program

@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { s3EndpointUrl, type Config } from '../config.js';
+import { createDevTokens } from '../auth/tokens.js';
 import {
   expectedBinary,
   minioHealthy,
@@ -106,9 +107,18 @@ export async function devStatus(config: Config): Promise<DevStatus> {
  * with their data under <home>/dev, on the ports of the configured endpoints (see
  * `devPorts`; `ports` overrides them), and waits until both answer. Idempotent.
  */
+/** Development identities: a submitter, two reviewers, an admin (tokens in <home>/dev-tokens/<name>). */
+export const DEV_PEOPLE = [
+  { identity: 'alice', groups: ['ml-eng'] },
+  { identity: 'bob', groups: ['risk-reviewers'] },
+  { identity: 'carol', groups: ['risk-reviewers'] },
+  { identity: 'dana', groups: ['admin'] },
+];
+
 export async function devUp(config: Config, say: (line: string) => void, ports: DevPorts = devPorts(config)): Promise<DevStatus> {
   const dir = join(config.home, 'dev');
   mkdirSync(dir, { recursive: true });
+  createDevTokens(config.home, DEV_PEOPLE);
   const existing = readState(config);
   const status = await devStatus(config);
   if (existing && status.temporal.healthy && status.minio.healthy && status.temporal.running && status.minio.running) {

@@ -3,10 +3,11 @@ import { request as httpRequest } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
 import { hashToken, TokenStore } from '../../src/auth/tokens.js';
-import { API_ROUTES, createApiApp, parseApiPolicy } from '../../src/api/index.js';
+import { API_ROUTES, createApiApp, parseApiPolicy, startApi } from '../../src/api/index.js';
 import type { PipelineSpec } from '../../src/spec/schema.js';
-import { startTestEnv, testLogger, type TestEnv } from '../helpers/stack.js';
+import { startTestEnv, type TestEnv } from '../helpers/stack.js';
 import { examplePipeline } from '../helpers/pipelines.js';
 
 const PEOPLE = {
@@ -36,6 +37,8 @@ describe('governance API (real Temporal + MinIO)', () => {
   let port: number;
   let manualSpec: PipelineSpec;
   let autoSpec: PipelineSpec;
+  /** Everything the API logged (no redaction configured: the API itself must never log a token). */
+  const logLines: string[] = [];
 
   /** Raw HTTP (node:http sends the path exactly as given: no dot-segment normalization, no re-encoding). */
   function call(method: string, path: string, opts: { as?: Person; token?: string; body?: unknown; raw?: string } = {}): Promise<Res> {
@@ -81,7 +84,7 @@ describe('governance API (real Temporal + MinIO)', () => {
   }
 
   /** Every JSON response of a documented route and status must match the schema its OpenAPI entry was generated from. */
-  function checkDocumented(method: string, path: string, res: Omit<Res, 'headers'> & { headers: Res['headers'] }): void {
+  function checkDocumented(method: string, path: string, res: Res): void {
     const pathname = path.split('?')[0]!;
     const route = API_ROUTES.find((r) => r.method === method && new RegExp(`^${r.path.replace(/\./g, '\\.').replace(/:[A-Za-z]+/g, '[^/]+')}$`).test(pathname));
     const schema = route?.responses[res.status]?.schema;
@@ -105,7 +108,8 @@ describe('governance API (real Temporal + MinIO)', () => {
     const tokens = new TokenStore(Object.entries(PEOPLE).map(([identity, groups]) => ({ identity, groups: [...groups], sha256: hashToken(TOKENS[identity as Person]) })));
     // alice's team operates, reviewers read, everybody else (eve) nothing; root is admin.
     const authz = parseApiPolicy({ models: { '*': { read: ['risk-reviewers'], operate: ['ml-eng'] } } });
-    app = createApiApp({ client: env.client, config: env.config, registry: env.registry, store: env.store, tokens, logger: testLogger, authz });
+    const logger = pino({ level: 'info' }, { write: (line: string) => void logLines.push(line) });
+    app = createApiApp({ client: env.client, config: env.config, registry: env.registry, store: env.store, tokens, logger, authz });
     await app.listen({ host: '127.0.0.1', port: 0 });
     port = (app.server.address() as { port: number }).port;
     // Paths in the example are resolved against its file, so they are absolute, as the API requires.
@@ -412,5 +416,35 @@ describe('governance API (real Temporal + MinIO)', () => {
     expect(end).toMatchObject({ temporalStatus: 'CANCELLED', outcome: 'cancelled' });
     expect((await call('POST', `/v1/runs/${workflowId}/cancel`, { as: 'alice' })).status).toBe(409);
     expect((await env.registry.getAlias('credit-risk', 'production'))?.version).toBe(1);
+  });
+
+  it('logs each request with its request id and identity, and never a token', async () => {
+    const res = await call('GET', '/v1/whoami', { as: 'carol' });
+    const requestId = String(res.headers['x-request-id']);
+    expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
+    const entries = logLines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const mine = entries.filter((e) => e.requestId === requestId);
+    expect(mine.map((e) => e.msg)).toEqual(expect.arrayContaining(['incoming request', 'request completed']));
+    expect(mine.find((e) => e.msg === 'request completed')).toMatchObject({ identity: 'carol', component: 'api' });
+    const everything = logLines.join('\n');
+    for (const token of [...Object.values(TOKENS), WRONG_TOKEN]) expect(everything).not.toContain(token);
+    expect(everything.toLowerCase()).not.toContain('bearer ');
+  });
+
+  it('startApi serves the same app on its own Temporal connection, and refuses to start without tokens', async () => {
+    const logger = pino({ level: 'silent' });
+    await expect(startApi(env.config, logger, { port: 0, tokens: new TokenStore([]) })).rejects.toThrow(/no tokens/);
+    const tokens = new TokenStore([{ identity: 'dana', groups: [], sha256: hashToken(TOKENS.alice) }]);
+    const api = await startApi(env.config, logger, { host: '127.0.0.1', port: 0, tokens, policy: null });
+    try {
+      expect((await fetch(`${api.url}/healthz`)).status).toBe(200);
+      expect((await fetch(`${api.url}/v1/whoami`)).status).toBe(401);
+      const me = await fetch(`${api.url}/v1/whoami`, { headers: { authorization: `Bearer ${TOKENS.alice}` } });
+      expect(await me.json()).toEqual({ identity: 'dana', groups: [], admin: false, authorization: 'open' });
+      const models = await fetch(`${api.url}/v1/models`, { headers: { authorization: `Bearer ${TOKENS.alice}` } });
+      expect(((await models.json()) as { models: Array<{ model: string }> }).models.map((m) => m.model)).toEqual(['credit-risk']);
+    } finally {
+      await api.close();
+    }
   });
 });

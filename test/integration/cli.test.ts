@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestEnv, configEnv, type TestEnv } from '../helpers/stack.js';
+import { startTestEnv, configEnv, testLogger, type TestEnv } from '../helpers/stack.js';
 import { waitForStatus } from '../helpers/pipelines.js';
 
 const run = promisify(execFile);
@@ -65,29 +65,59 @@ describe('the conveyor CLI against real servers', () => {
     expect(result.stderr).toContain('target.column: "y" is not in schema.columns');
   });
 
-  it('approve through the CLI: refused for the submitter, accepted for a listed reviewer', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'conveyor-cli-'));
-    const file = join(dir, 'manual.ts');
-    writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
-    writeFileSync(
-      file,
-      `import base from '${resolve('examples/credit-risk/pipeline.ts')}';\nimport { definePipeline } from '${resolve('src/index.ts')}';\nexport default definePipeline({ ...base.spec, dataset: { source: '${resolve('examples/credit-risk/data/credit-risk.csv')}' }, trainer: { ...base.spec.trainer, command: ['{python}', '${resolve('examples/credit-risk/trainers/train_sklearn.py')}'] }, approval: { mode: 'manual', reviewers: ['alice', 'bob'], timeout: '10m' } });\n`,
-    );
-    const started = JSON.parse((await cli(['run', file, '--json'], { CONVEYOR_USER: 'alice' })).stdout) as { workflowId: string };
-    const handle = env.client.workflow.getHandle(started.workflowId);
-    const status = await waitForStatus(handle, (s) => s.awaitingApproval !== undefined);
-    const ref = `credit-risk@${status.awaitingApproval!.version}`;
+  it('governance through the CLI: authenticated run, approvals list, four-eyes, approve, lineage, history and card', async () => {
+    const { createDevTokens } = await import('../../src/auth/tokens.js');
+    const { startApi } = await import('../../src/api/index.js');
+    const { DEV_PEOPLE } = await import('../../src/dev/dev-env.js');
+    const tokens = createDevTokens(env.config.home, DEV_PEOPLE);
+    const api = await startApi({ ...env.config, api: { ...env.config.api, port: 0 } }, testLogger, { port: 0 });
+    try {
+      const as = (who: string) => ({ CONVEYOR_API_URL: api.url, CONVEYOR_TOKEN: tokens[who]! });
+      const dir = mkdtempSync(join(tmpdir(), 'conveyor-cli-'));
+      const file = join(dir, 'manual.ts');
+      writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
+      writeFileSync(
+        file,
+        `import base from '${resolve('examples/credit-risk/pipeline.ts')}';\nimport { definePipeline } from '${resolve('src/index.ts')}';\nexport default definePipeline({ ...base.spec, dataset: { source: '${resolve('examples/credit-risk/data/credit-risk.csv')}' }, trainer: { ...base.spec.trainer, command: ['{python}', '${resolve('examples/credit-risk/trainers/train_sklearn.py')}'] }, approval: { mode: 'manual', groups: ['risk-reviewers'], timeout: '10m' } });\n`,
+      );
+      expect((await cli(['whoami'], as('bob'))).stdout).toContain('bob (groups: risk-reviewers)');
+      const bad = await cli(['whoami'], { CONVEYOR_API_URL: api.url, CONVEYOR_TOKEN: 'x'.repeat(32) });
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toContain('401');
 
-    const self = await cli(['approve', ref], { CONVEYOR_USER: 'alice' });
-    expect(self.code).toBe(1);
-    expect(self.stderr).toContain('four-eyes');
-    const noComment = await cli(['reject', ref, '--as', 'bob']);
-    expect(noComment.code).toBe(1);
-    expect(noComment.stderr).toContain('--comment');
+      // alice submits through the API: the run's submitter is her authenticated identity.
+      const started = JSON.parse((await cli(['run', file, '--api', '--json'], as('alice'))).stdout) as { workflowId: string };
+      const handle = env.client.workflow.getHandle(started.workflowId);
+      const status = await waitForStatus(handle, (s) => s.awaitingApproval !== undefined);
+      expect(status.awaitingApproval?.submittedBy).toBe('alice');
+      const ref = `credit-risk@${status.awaitingApproval!.version}`;
 
-    const ok = await cli(['approve', ref, '--as', 'bob', '--comment', 'ship it']);
-    expect(ok.code).toBe(0);
-    expect(ok.stdout).toContain(`approved: ${ref} by bob`);
-    expect((await handle.result()).outcome).toBe('deployed');
+      const listed = await cli(['approvals'], as('bob'));
+      expect(listed.stdout).toContain(ref);
+      expect(listed.stdout).toContain('roc_auc');
+      expect((await cli(['approvals'], as('alice'))).stdout).toContain('nothing awaits your decision');
+
+      const self = await cli(['approve', ref], as('alice'));
+      expect(self.code).toBe(1);
+      expect(self.stderr).toContain('may not decide');
+      const noComment = await cli(['reject', ref], as('bob'));
+      expect(noComment.code).toBe(1);
+      expect(noComment.stderr).toContain('--comment');
+
+      const ok = await cli(['approve', ref, '--comment', 'ship it'], as('bob'));
+      expect(ok.stdout).toContain('deciding as bob');
+      expect(ok.stdout).toContain(`approved: ${ref} by bob`);
+      expect((await handle.result()).outcome).toBe('deployed');
+
+      const lineage = await cli(['lineage', ref]);
+      expect(lineage.code).toBe(0);
+      for (const part of ['sha256', 'alice', 'bob', 'ship it', 'production']) expect(lineage.stdout).toContain(part);
+      const history = JSON.parse((await cli(['models', 'history', 'credit-risk', '--json'])).stdout) as { timeline: Array<{ version: number }> };
+      expect(history.timeline.map((t) => t.version)).toEqual([1, status.awaitingApproval!.version]);
+      const card = await cli(['models', 'card', ref]);
+      expect(card.stdout).toContain('| roc_auc |');
+    } finally {
+      await api.close();
+    }
   });
 });
