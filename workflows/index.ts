@@ -1,2 +1,3 @@
 export { modelPipeline } from './model-pipeline.js';
 export type { PipelineInput, PipelineResult } from './model-pipeline.js';
+export { deliverNotification } from './notification.js';

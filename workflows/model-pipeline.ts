@@ -4,7 +4,9 @@ import {
   log,
   proxyActivities,
   setHandler,
+  ParentClosePolicy,
   patched,
+  startChild,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -24,7 +26,8 @@ import {
   type DecisionResult,
   type PipelineStatus,
 } from './messages.js';
-import { dataPreset, deploymentPreset, evaluationPreset, notificationPreset, quickPreset, trainingPreset } from './presets.js';
+import { dataPreset, deploymentPreset, evaluationPreset, quickPreset, trainingPreset } from './presets.js';
+import { deliverNotification } from './notification.js';
 import { ApprovalBallot, approvalEvents } from './approval.js';
 import type { WebhookEventKind } from '../src/notify/webhooks.js';
 
@@ -61,7 +64,6 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
   const training = proxyActivities<PipelineActivities>(trainingPreset(spec.trainer, input.trainingTaskQueue));
   const evaluation = proxyActivities<PipelineActivities>(evaluationPreset);
   const deployment = proxyActivities<PipelineActivities>(deploymentPreset);
-  const notifying = proxyActivities<PipelineActivities>(notificationPreset);
 
   const status: PipelineStatus = {
     model: spec.name,
@@ -72,15 +74,22 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
   let ballot: ApprovalBallot | undefined;
   const notifications: Array<Promise<unknown>> = [];
   const webhooks = spec.notifications?.webhooks ?? [];
-  /** Webhooks go out alongside the run, never blocking it; their retries are the activity's. */
+  /** Webhooks go out alongside the run, never blocking it; each delivery retries on its own. */
   const notify = (kind: WebhookEventKind, data: Record<string, unknown>): void => {
     const targets = webhooks.filter((w) => !w.events || w.events.includes(kind));
     if (!targets.length) return;
     const event = { id: `${run.runId}-${kind}-${notifications.length}`, kind, occurredAt: new Date().toISOString(), data };
-    for (const target of targets) {
-      // One activity per receiver: a retry never re-sends to a receiver that already has it.
-      notifications.push(notifying.sendNotification({ url: target.url, event }).catch((err: unknown) => log.warn('webhook not delivered', { kind, error: String(err) })));
-    }
+    targets.forEach((target, i) => {
+      // One delivery workflow per receiver, abandoned when this run closes: a retry never
+      // re-sends to a receiver that has it, and a receiver that is down never holds up the run.
+      notifications.push(
+        startChild(deliverNotification, {
+          args: [{ url: target.url, event }],
+          workflowId: `notify-${event.id}-${i}`,
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+        }).catch((err: unknown) => log.warn('webhook delivery not started', { kind, error: String(err) })),
+      );
+    });
   };
 
   setHandler(statusQuery, () => status);

@@ -47,7 +47,7 @@ export function configEnv(config: Config): NodeJS.ProcessEnv {
   };
 }
 
-export const testLogger = createLogger({ level: process.env.LOG_LEVEL ?? 'warn', pretty: false });
+export const testLogger = createLogger({ level: process.env.LOG_LEVEL ?? 'error', pretty: false });
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 /** Bundled once per test file (process). */

@@ -32,12 +32,19 @@ describe('approval policies: quorum, groups, four-eyes, reminders, escalation, s
   let receiver: Server;
   let hookUrl: string;
   const received: Received[] = [];
+  /** Deliveries to /flaky fail this many times first (500), to prove retries are durable. */
+  let flakyFailuresLeft = 2;
+  const flakyAttempts: string[] = [];
 
   beforeAll(async () => {
     receiver = createServer((req, res) => {
       let body = '';
       req.on('data', (c: Buffer) => (body += c.toString()));
       req.on('end', () => {
+        if (req.url === '/flaky') {
+          flakyAttempts.push(String(req.headers['x-conveyor-delivery']));
+          if (flakyFailuresLeft-- > 0) return void res.writeHead(500).end();
+        }
         received.push({
           kind: String(req.headers['x-conveyor-event']),
           delivery: String(req.headers['x-conveyor-delivery']),
@@ -132,6 +139,20 @@ describe('approval policies: quorum, groups, four-eyes, reminders, escalation, s
     expect(kinds).toContain('approval_escalated');
     // Event filters hold: no approval_requested/deployed for this subscription.
     expect(kinds).not.toContain('deployed');
+  });
+
+  it('a receiver that fails is retried with backoff until it accepts, without holding up the run; the delivery id stays the same', async () => {
+    const flakyUrl = hookUrl.replace('/hooks/conveyor', '/flaky');
+    const pipeline = await examplePipeline((s) => ({ ...s, notifications: { webhooks: [{ url: flakyUrl, events: ['deployed'] }] } }));
+    const end = await waitForRun(await startPipeline(env.client, env.config, pipeline));
+    expect(end.outcome).toBe(RunOutcome.Deployed);
+    // The run does not wait for the receiver; the delivery workflow retries (5 s, then 10 s) until it accepts.
+    for (let i = 0; i < 400 && flakyAttempts.length < 3; i++) await sleep(100);
+    expect(flakyAttempts).toHaveLength(3);
+    expect(new Set(flakyAttempts).size).toBe(1);
+    const delivered = received.filter((r) => r.delivery === flakyAttempts[0]);
+    expect(delivered).toHaveLength(1);
+    expect(delivered[0]!.valid).toBe(true);
   });
 
   it('expires with fewer approvals than the quorum; nothing deployed', async () => {
