@@ -28,6 +28,13 @@ function json(value: unknown): void {
   out(JSON.stringify(value, null, 2));
 }
 
+async function versionLineage(config: Config, ref: string) {
+  const { model, version } = parseModelRef(ref);
+  if (version === undefined) throw new Error(`name the version: ${model}@<version>`);
+  const store = new MinioArtifactStore(config.s3);
+  return { store, lineage: await buildLineage(new Registry(store), store, model, version) };
+}
+
 async function registry(config: Config): Promise<Registry> {
   return new Registry(new MinioArtifactStore(config.s3));
 }
@@ -212,10 +219,7 @@ export function buildProgram(): Command {
     .description('the chain behind a version: data → run → trainer → metrics and gates → approvals → deployments')
     .option('--json', 'machine-readable output')
     .action(async (ref: string, opts: { json?: boolean }) => {
-      const { model, version } = parseModelRef(ref);
-      if (version === undefined) throw new Error(`name the version: ${model}@<version>`);
-      const store = new MinioArtifactStore(config.s3);
-      const lineage = await buildLineage(new Registry(store), store, model, version);
+      const { lineage } = await versionLineage(config, ref);
       if (opts.json) return json(lineage);
       out(formatLineage(lineage));
     });
@@ -294,10 +298,7 @@ export function buildProgram(): Command {
     .description('the model card of a version (Markdown; --json for the structured card)')
     .option('--json', 'machine-readable output')
     .action(async (ref: string, opts: { json?: boolean }) => {
-      const { model, version } = parseModelRef(ref);
-      if (version === undefined) throw new Error(`name the version: ${model}@<version>`);
-      const store = new MinioArtifactStore(config.s3);
-      const lineage = await buildLineage(new Registry(store), store, model, version);
+      const { lineage, store } = await versionLineage(config, ref);
       const card = buildModelCard(lineage, await loadEvaluationReport(store, lineage.evaluation.reportKey));
       if (opts.json) return json(card.json);
       out(card.markdown);
@@ -315,6 +316,14 @@ export function buildProgram(): Command {
       }));
       const meta = await apiRequest(config, 'PATCH', `/v1/models/${model}/versions/${version}`, { tags: pairs, ...(opts.remove ? { removeTags: opts.remove } : {}) });
       json(meta);
+    });
+  models
+    .command('describe <modelAtVersion> <text>')
+    .description('set the description of a version ("" clears it); the version record itself never changes')
+    .action(async (ref: string, text: string) => {
+      const { model, version } = parseModelRef(ref);
+      await apiRequest(config, 'PATCH', `/v1/models/${model}/versions/${version}`, { description: text === '' ? null : text });
+      out(`${model}@${version} description ${text === '' ? 'cleared' : 'set'}`);
     });
   models
     .command('archive <modelAtVersion>')

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { WorkflowHandle } from '@temporalio/client';
+import { WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
+import { expect } from 'vitest';
 import { loadPipelineFile, type LoadedPipeline } from '../../src/spec/load.js';
 import type { PipelineSpec, PipelineSpecInput } from '../../src/spec/schema.js';
 import { parsePipelineSpec } from '../../src/spec/define.js';
@@ -24,4 +25,14 @@ export async function waitForStatus(handle: WorkflowHandle, predicate: (s: Pipel
     await sleep(100);
   }
   throw new Error(`status condition not reached within ${timeoutMs}ms; last status: ${JSON.stringify(last)}`);
+}
+
+/** Awaits an update that must be refused by its validator; returns the refusal message. */
+export async function refusal(p: Promise<unknown>): Promise<string> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
+  return String((err as WorkflowUpdateFailedError).cause?.message);
 }

@@ -2,12 +2,11 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { decide, startPipeline, waitForRun } from '../../src/runs.js';
 import { RunOutcome } from '../../src/shared/errors.js';
 import { verifySignature } from '../../src/notify/webhooks.js';
 import { startTestEnv, type TestEnv } from '../helpers/stack.js';
-import { examplePipeline, waitForStatus } from '../helpers/pipelines.js';
+import { examplePipeline, refusal, waitForStatus } from '../helpers/pipelines.js';
 
 const SECRET = 'test-webhook-secret-0123456789';
 
@@ -18,14 +17,6 @@ interface Received {
   body: { kind: string; data: Record<string, unknown> };
 }
 
-async function refusal(p: Promise<unknown>): Promise<string> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
-  return String((err as WorkflowUpdateFailedError).cause?.message);
-}
 
 describe('approval policies: quorum, groups, four-eyes, reminders, escalation, signed webhooks', () => {
   let env: TestEnv;

@@ -1,22 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { decide, startPipeline, waitForRun } from '../../src/runs.js';
 import { RunOutcome } from '../../src/shared/errors.js';
 import { approveUpdate, rejectUpdate } from '../../workflows/messages.js';
 import { startTestEnv, type TestEnv } from '../helpers/stack.js';
-import { examplePipeline, waitForStatus } from '../helpers/pipelines.js';
+import { examplePipeline, refusal, waitForStatus } from '../helpers/pipelines.js';
 import type { LoadedPipeline } from '../../src/spec/load.js';
 import { parsePipelineSpec } from '../../src/spec/define.js';
 import { resolve } from 'node:path';
 
-async function refusal(p: Promise<unknown>): Promise<string> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
-  return String((err as WorkflowUpdateFailedError).cause?.message);
-}
 
 describe('manual approval (real Temporal + MinIO)', () => {
   let env: TestEnv;

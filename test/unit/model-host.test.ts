@@ -10,25 +10,15 @@ import { ModelHost, type ServedModel } from '../../src/serving/model-host.js';
 import type { ModelVersionRecord } from '../../src/shared/registry-types.js';
 import { keys } from '../../src/store/keys.js';
 import { MemoryArtifactStore } from '../../src/store/memory-store.js';
+import { COLUMNS } from '../../examples/credit-risk/generate.js';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/models/${name}`, import.meta.url));
 const MODEL_BYTES = readFileSync(fixture('credit-sklearn.onnx'));
 const METADATA_BYTES = readFileSync(fixture('credit-sklearn.metadata.json'));
 const MODEL_SHA = sha256Hex(MODEL_BYTES);
 const MODEL = 'credit-risk';
-const FEATURES = [
-  'age',
-  'income',
-  'loan_amount',
-  'loan_term_months',
-  'credit_score',
-  'employment_years',
-  'num_open_accounts',
-  'debt_to_income',
-  'home_ownership',
-  'purpose',
-  'region',
-];
+// The generator's columns, less the target: the fixture model's inputs.
+const FEATURES = COLUMNS.filter((c) => c !== 'default');
 
 // Rows from examples/credit-risk/data/credit-risk.csv
 const ROWS = [
