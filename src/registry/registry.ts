@@ -1,6 +1,7 @@
 import type { ArtifactStore } from '../store/artifact-store.js';
 import { PreconditionFailedError } from '../store/artifact-store.js';
 import { checkName, keys } from '../store/keys.js';
+import { isValidName } from '../shared/names.js';
 import type {
   AliasRecord,
   DecisionRecord,
@@ -38,14 +39,16 @@ function json(value: unknown): string {
 export class Registry {
   constructor(private readonly store: ArtifactStore) {}
 
+  /** Models with at least one version. One level of listing per model, not every registry object. */
   async listModels(): Promise<string[]> {
-    const all = await this.store.list(keys.modelsPrefix());
-    const names = new Set<string>();
-    for (const key of all) {
-      const [, model, kind] = key.split('/');
-      if (model && kind === 'versions') names.add(model);
+    const prefixes = await this.store.listPrefixes(keys.modelsPrefix());
+    const names: string[] = [];
+    for (const prefix of prefixes) {
+      const model = prefix.slice(keys.modelsPrefix().length).replace(/\/$/, '');
+      if (!isValidName(model)) continue;
+      if ((await this.store.listPrefixes(`${prefix}`)).includes(keys.versionsPrefix(model))) names.push(model);
     }
-    return [...names].sort();
+    return names.sort();
   }
 
   async listVersions(model: string): Promise<number[]> {
