@@ -108,6 +108,8 @@ try {
   say(`  curl -s -X POST http://127.0.0.1:${port}/v1/models/${pipeline.spec.name}:predict \\`);
   say(`       -H "Authorization: Bearer $(cat ${config.home}/serve-token)" -H 'content-type: application/json' \\`);
   say(`       -d '${JSON.stringify({ instance })}'`);
+  say(`  lineage           npx conveyor lineage ${pipeline.spec.name}@${end.result!.version}`);
+  say(`  governance API    npx conveyor api        # then: CONVEYOR_USER=bob npx conveyor approvals`);
   if (dev) say('  stop the servers  npx conveyor dev down');
   say(`\n✓ demo finished in ${((Date.now() - started) / 1000).toFixed(1)}s`);
   exitCode = 0;
