@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { loadConfig } from '../src/config.js';
 import { locateBinary, startDevStack } from '../src/dev/servers.js';
 import { createLogger } from '../src/logger.js';
@@ -27,6 +29,13 @@ const tagIndex = process.argv.indexOf('--tag');
 const TAG = tagIndex > 0 ? `.${process.argv[tagIndex + 1]}` : '';
 
 const dir = mkdtempSync(join(tmpdir(), 'conveyor-record-'));
+// A local receiver, so the webhook paths (child delivery workflows) are recorded too.
+const receiver = createServer((req, res) => {
+  req.resume();
+  req.on('end', () => res.writeHead(204).end());
+});
+await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
 const stack = await startDevStack({ dir, accessKey: 'record', secretKey: 'record-secret' });
 try {
   const config = loadConfig({
@@ -36,6 +45,9 @@ try {
     CONVEYOR_S3_ACCESS_KEY: stack.accessKey,
     CONVEYOR_S3_SECRET_KEY: stack.secretKey,
     CONVEYOR_HOME: join(dir, 'home'),
+    CONVEYOR_WEBHOOK_SECRET: 'record-secret-0123456789',
+    CONVEYOR_WEBHOOK_ALLOW_HOSTS: '127.0.0.1',
+    CONVEYOR_WEBHOOK_ALLOW_PRIVATE: 'true',
   });
   const logger = createLogger({ level: 'warn', pretty: false });
   const workers = await createWorkers({ config, logger });
@@ -87,12 +99,16 @@ try {
         await new Promise((r) => setTimeout(r, 200));
       }
     });
+    const hooks = { notifications: { webhooks: [{ url: hookUrl }] } };
+    await record('webhooks-approved', variant({ ...manual, ...hooks }), approveWhenAsked('approve'));
+    await record('expired-reminded', variant({ approval: { mode: 'manual', reviewers: ['bob'], timeout: '3s', remindBefore: ['2s'] }, ...hooks }));
   }
 
   workers.shutdown();
   await running;
   await connection.close();
 } finally {
+  receiver.close();
   await stack.stop();
   rmSync(dir, { recursive: true, force: true });
 }

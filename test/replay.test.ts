@@ -15,8 +15,18 @@ const files = readdirSync(DIR).filter((f) => f.endsWith('.json'));
 describe('workflow replay over saved histories', () => {
   it('has histories to replay for every pipeline path, from each release of the workflow', () => {
     const paths = ['auto-deployed', 'data-invalid', 'gate-failed', 'manual-approved', 'manual-rejected'];
-    // v1: before approval policies and the stage-upsert patch; v2: current.
-    expect(files).toEqual(expect.arrayContaining([...paths.map((p) => `${p}.json`), ...paths.map((p) => `${p}.v2.json`), 'quorum-escalated.v2.json']));
+    // v1: before approval policies and the stage-upsert patch; v2: with them; v3: webhooks as child workflows, deadline closes the ballot.
+    expect(files).toEqual(
+      expect.arrayContaining([
+        ...paths.map((p) => `${p}.json`),
+        ...paths.map((p) => `${p}.v2.json`),
+        'quorum-escalated.v2.json',
+        ...paths.map((p) => `${p}.v3.json`),
+        'quorum-escalated.v3.json',
+        'webhooks-approved.v3.json',
+        'expired-reminded.v3.json',
+      ]),
+    );
   });
 
   it.each(files)('%s replays deterministically', async (file) => {

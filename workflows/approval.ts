@@ -13,6 +13,8 @@ export class ApprovalBallot {
   private readonly escalationGroups: string[];
   private readonly comments: string[] = [];
   verdict: Verdict | undefined;
+  /** Set when the wait is over without a verdict (deadline, cancellation): later decisions are refused. */
+  closed: string | undefined;
 
   constructor(
     policy: ManualApproval,
@@ -35,6 +37,11 @@ export class ApprovalBallot {
     this.escalationGroups = policy.escalation?.groups ?? [];
   }
 
+  /** Ends the ballot without a verdict, before the workflow awaits anything else. */
+  close(reason: string): void {
+    this.closed ??= reason;
+  }
+
   /** Adds the escalation reviewers and groups to those who may decide. */
   escalate(): void {
     if (this.awaiting.escalated) return;
@@ -47,6 +54,7 @@ export class ApprovalBallot {
   validate(request: DecisionRequest, kind: 'approve' | 'reject', stage: string): void {
     const a = this.awaiting;
     if (this.verdict) throw new Error(`no decision is awaited: ${a.model}@${a.version} was already ${this.verdict.kind}`);
+    if (this.closed) throw new Error(`no decision is awaited: ${a.model}@${a.version} ${this.closed}`);
     if (request.model !== a.model || request.version !== a.version) {
       throw new Error(`this run awaits a decision on ${a.model}@${a.version}, not ${request.model}@${request.version} (run is at stage "${stage}")`);
     }

@@ -205,6 +205,8 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
         }
       }
       const verdict = ballot.verdict;
+      // Close before the next await: an update arriving while the expiry is recorded must be refused.
+      if (!verdict) ballot.close(`expired at ${ballot.awaiting.deadline}`);
       delete status.awaitingApproval;
       if (!verdict) {
         await quick.recordDecision({ model: spec.name, version: record.version, sha256: artifact.sha256, decision: 'expired', by: ballot.awaiting.approvals.map((a) => a.reviewer), comment: null, run });

@@ -11,6 +11,7 @@ import type { modelPipeline } from '../../workflows/index.js';
 import type { ApiDeps } from './deps.js';
 import { badRequest, forbidden, notFound } from './http.js';
 import { errorText, PIPELINE_WORKFLOW_TYPE, queryStatus } from './pipeline-runs.js';
+import type { Authorizer } from './policy.js';
 import type { approvalItem, decisionResponse, metricComparison } from './schemas.js';
 
 /** Bounds the work of one listing; a namespace with more running pipelines needs paging (not yet). */
@@ -53,23 +54,32 @@ async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T
 }
 
 /**
- * Running pipeline runs of this deployment that await a decision the caller may make,
- * each with the candidate's metrics beside production's on the same holdout.
+ * Running pipeline runs of this deployment that await a decision the caller may make
+ * (by the run's approval policy and by the API policy), each with the candidate's
+ * metrics beside production's on the same holdout. Runs that did not answer are
+ * listed as unavailable only when the caller may read their model (an unknown model:
+ * admins only), so the listing reveals nothing about models the caller cannot see.
  */
-export async function listApprovals(deps: ApiDeps, caller: Identity): Promise<{ approvals: ApprovalItem[]; unavailable: Array<{ workflowId: string; error: string }> }> {
-  const runs: Array<{ workflowId: string; runId: string; model: string }> = [];
+export async function listApprovals(
+  deps: ApiDeps,
+  authz: Authorizer,
+  caller: Identity,
+): Promise<{ approvals: ApprovalItem[]; unavailable: Array<{ workflowId: string; error: string }> }> {
+  const runs: Array<{ workflowId: string; runId: string; model: string | undefined }> = [];
   const query = `ExecutionStatus = 'Running' AND WorkflowType = '${PIPELINE_WORKFLOW_TYPE}'`;
   for await (const execution of deps.client.workflow.list({ query })) {
     // The namespace may be shared: only runs on this deployment's task queue are ours.
     if (execution.type !== PIPELINE_WORKFLOW_TYPE || execution.taskQueue !== deps.config.taskQueues.pipeline) continue;
-    const model = execution.typedSearchAttributes.get(modelSearchAttribute);
-    if (!model) continue;
+    const model = execution.typedSearchAttributes.get(modelSearchAttribute) || undefined;
     runs.push({ workflowId: execution.workflowId, runId: execution.runId, model });
     if (runs.length >= MAX_RUNS_LISTED) break;
   }
+  const mayRead = (model: string | undefined): boolean => (model ? authz.can(caller, 'read', model) : authz.isAdmin(caller));
 
   const unavailable: Array<{ workflowId: string; error: string }> = [];
   const found = await mapBounded(runs, QUERY_CONCURRENCY, async (run): Promise<ApprovalItem | null> => {
+    // Nothing is asked of a run the caller could not see anyway.
+    if (!mayRead(run.model)) return null;
     const handle = deps.client.workflow.getHandle<typeof modelPipeline>(run.workflowId, run.runId);
     let status: PipelineStatus;
     try {
@@ -80,6 +90,8 @@ export async function listApprovals(deps: ApiDeps, caller: Identity): Promise<{ 
     }
     const awaiting = status.awaitingApproval;
     if (!awaiting || !mayDecide(awaiting, caller)) return null;
+    // The model the decision route will check: the API policy must let the caller decide it.
+    if ((run.model !== undefined && awaiting.model !== run.model) || !authz.canDecide(caller, awaiting.model)) return null;
     let record: ModelVersionRecord | null = null;
     try {
       record = await deps.registry.getVersion(awaiting.model, awaiting.version);

@@ -15,8 +15,9 @@ export interface ApiDeps {
   tokens: TokenStore;
   logger: Logger;
   /**
-   * Per-model read/operate rights. Undefined: development mode, every authenticated
-   * identity may read and operate every model (members of "admin" may always do everything).
+   * Per-model read/operate/approve rights and production rules. Undefined: development
+   * mode, every authenticated identity may read, operate and decide every model, and
+   * there is no production rule (members of "admin" may always read, operate and decide).
    */
   authz?: ApiPolicy;
   /** Bound on each status query (a run whose worker is down would otherwise hang the request). Default 5000. */

@@ -1,7 +1,7 @@
 /** The governance API: `createApiApp` for tests and embedding, `startApi` for `conveyor api`. */
 export { API_BODY_LIMIT_BYTES, API_ROUTES, apiOpenApiDocument, createApiApp } from './app.js';
 export type { ApiDeps } from './deps.js';
-export { ADMIN_GROUP, ApiPolicyError, Authorizer, apiPolicySchema, loadApiPolicy, parseApiPolicy, type ApiPolicy, type ModelAction } from './policy.js';
+export { ADMIN_GROUP, ApiPolicyError, Authorizer, apiPolicySchema, loadApiPolicy, parseApiPolicy, type ApiPolicy, type ModelAction, type ModelRights, type ProductionRule } from './policy.js';
 export {
   API_HOST_ENV,
   API_POLICY_ENV,

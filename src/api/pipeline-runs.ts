@@ -2,6 +2,7 @@ import { posix } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/common';
 import type { WorkflowExecutionDescription, WorkflowHandle } from '@temporalio/client';
 import type { Identity } from '../auth/tokens.js';
+import { pipelineWorkflowId } from '../shared/constants.js';
 import type { CodeVersion } from '../shared/registry-types.js';
 import { modelSearchAttribute } from '../shared/search-attributes.js';
 import { InvalidSpecError, parsePipelineSpec } from '../spec/define.js';
@@ -104,6 +105,19 @@ export function parseApiSpec(raw: unknown): PipelineSpec {
 export function checkApiPaths(spec: PipelineSpec): void {
   const issues = apiPathIssues(spec);
   if (issues.length) throw invalid(issues);
+}
+
+/**
+ * A workflow id chosen through the API must be one of the model's own pipeline ids
+ * (`pipeline-<model>-…`), so it can never take the id of another kind of workflow
+ * (e.g. the `notify-…` webhook deliveries) or look like another kind of run.
+ */
+export function checkApiWorkflowId(model: string, workflowId: string | undefined): void {
+  if (workflowId === undefined) return;
+  const prefix = pipelineWorkflowId(model, '');
+  if (!workflowId.startsWith(prefix) || workflowId.length === prefix.length) {
+    throw invalid([{ field: 'workflowId', message: `must start with "${prefix}" followed by at least one character (the pipeline runs of model "${model}")` }]);
+  }
 }
 
 export async function startApiRun(

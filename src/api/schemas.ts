@@ -69,7 +69,12 @@ export const codeProvenanceBody = z
 
 export const startRunBody = z.strictObject({
   spec: z.record(z.string(), z.unknown()).meta({ description: 'A pipeline spec (JSON form of definePipeline).' }),
-  workflowId: workflowId.optional(),
+  workflowId: workflowId
+    .optional()
+    .meta({
+      description: 'Workflow id for the run; must start with `pipeline-<model>-` (the spec\'s name). Default: `pipeline-<model>-<time>-<random>`.',
+      examples: ['pipeline-credit-risk-nightly-2025-01-01'],
+    }),
   code: codeProvenanceBody.optional(),
 });
 /** What the OpenAPI document shows for POST /v1/runs: the spec's own schema, generated from the spec validator. */
@@ -188,7 +193,7 @@ export const approvalsResponse = z.object({
   approvals: z.array(approvalItem),
   unavailable: z
     .array(z.object({ workflowId: z.string(), error: z.string() }))
-    .meta({ description: 'Running pipeline runs whose status could not be queried (no worker?); they may await the caller too.' }),
+    .meta({ description: 'Running pipeline runs of models the caller may read whose status could not be queried (no worker?); they may await the caller too.' }),
 });
 
 export const decisionResponse = z.object({

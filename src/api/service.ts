@@ -50,7 +50,7 @@ export async function startApi(config: Config, logger: Logger, opts: StartApiOpt
     throw new Error(`the API has no tokens: create ${tokensFile} (conveyor dev up does) or set CONVEYOR_API_TOKENS`);
   }
   const policy = opts.policy === null ? undefined : (opts.policy ?? (config.api.policyFile ? loadApiPolicy(config.api.policyFile) : undefined));
-  if (!policy) logger.warn('no API policy (CONVEYOR_API_POLICY): every authenticated identity may read and operate every model');
+  if (!policy) logger.warn('no API policy (CONVEYOR_API_POLICY): every authenticated identity may read, operate and decide every model, and no production rule applies');
 
   const store = new MinioArtifactStore(config.s3);
   const client = opts.client ?? (await connectClient(config));

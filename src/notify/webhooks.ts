@@ -1,11 +1,15 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { promises as dns } from 'node:dns';
+import { promises as dns, type LookupAddress, type LookupOptions } from 'node:dns';
 import { isIP } from 'node:net';
+import { Agent, fetch as undiciFetch } from 'undici';
 
 /**
  * Outgoing webhooks: signed (receivers can check origin and freshness), sent only
  * to allow-listed hosts that do not resolve to internal addresses (a webhook URL
  * must not become a way to reach the metadata service or a private network).
+ * The connection goes to exactly the addresses that were checked (the name is not
+ * resolved a second time), so a DNS answer that changes between check and connect
+ * (rebinding, a short TTL) cannot redirect a delivery to an internal address.
  * Errors name the URL's origin only: paths and queries often embed secrets.
  */
 export const WebhookEventKind = {
@@ -113,7 +117,12 @@ const V4_BLOCKED: Range[] = [
   [0x7f000000, 8, 'loopback'],
   [0xa9fe0000, 16, 'link-local'], // includes 169.254.169.254, the cloud metadata service
   [0xac100000, 12, 'private'],
+  [0xc0000000, 24, 'IETF protocol assignments'], // 192.0.0.0/24
+  [0xc0000200, 24, 'documentation'], // 192.0.2.0/24 TEST-NET-1
   [0xc0a80000, 16, 'private'],
+  [0xc6120000, 15, 'benchmarking'], // 198.18.0.0/15
+  [0xc6336400, 24, 'documentation'], // 198.51.100.0/24 TEST-NET-2
+  [0xcb007100, 24, 'documentation'], // 203.0.113.0/24 TEST-NET-3
   [0xe0000000, 4, 'multicast'],
   [0xf0000000, 4, 'reserved'], // includes 255.255.255.255 broadcast
 ];
@@ -154,7 +163,11 @@ export function blockedAddressReason(addr: string): string | null {
     return v4Reason(embedded) && `IPv4-compatible ${v4Reason(embedded)}`;
   }
   if (zeros(g0, g1, g2, g3, g4) && g5 === 0xffff) return v4Reason(embedded) && `IPv4-mapped ${v4Reason(embedded)}`;
+  if (zeros(g0, g1, g2, g3) && g4 === 0xffff && g5 === 0) return 'IPv4-translated'; // ::ffff:0:0:0/96 (SIIT)
   if (g0 === 0x64 && g1 === 0xff9b && zeros(g2, g3, g4, g5)) return v4Reason(embedded) && `NAT64 ${v4Reason(embedded)}`;
+  if (g0 === 0x64 && g1 === 0xff9b && g2 === 1) return 'local-use NAT64'; // 64:ff9b:1::/48
+  if (g0 === 0x2001 && g1 === 0) return 'Teredo'; // 2001::/32
+  if (g0 === 0x2001 && g1 === 0xdb8) return 'documentation'; // 2001:db8::/32
   if (g0 === 0x2002) return v4Reason(g1 * 65536 + g2) && `6to4 ${v4Reason(g1 * 65536 + g2)}`;
   if ((g0 & 0xffc0) === 0xfe80) return 'link-local';
   if ((g0 & 0xffc0) === 0xfec0) return 'site-local';
@@ -192,9 +205,8 @@ const defaultResolve: ResolveHost = async (host) => (await dns.lookup(host, { al
 
 /**
  * Resolves with the parsed URL and the addresses it resolved to, or throws WebhookUrlError.
- * The check and the later connection each resolve the name, so a hostile DNS server for
- * an allow-listed domain could still answer differently the second time; the allowlist
- * is what bounds that.
+ * Connect only to these addresses (sendWebhook pins them with pinnedLookup): resolving the
+ * name again would let a hostile DNS server for an allow-listed domain answer differently.
  */
 export async function checkWebhookUrl(
   url: string,
@@ -235,6 +247,45 @@ export async function checkWebhookUrl(
 
 // ---- delivery ----------------------------------------------------------------
 
+/** The `lookup` option of net.connect / tls.connect (net's LookupFunction). */
+export type LookupFunction = (
+  hostname: string,
+  options: LookupOptions,
+  callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+) => void;
+
+/**
+ * A socket `lookup` that answers only with `addresses` (the ones checkWebhookUrl validated),
+ * never asking DNS again. Honours `family` (0/4/6 or "IPv4"/"IPv6") and `all`, as net uses
+ * them for Happy Eyeballs; any other host name is an error rather than a fresh resolution.
+ */
+export function pinnedLookup(host: string, addresses: readonly string[]): LookupFunction {
+  const canonical = (name: string): string => name.toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '');
+  const expected = canonical(host);
+  const pinned: LookupAddress[] = addresses.map((address) => ({ address, family: isIP(address.replace(/%.*$/, '')) }));
+  return (hostname, options, callback) => {
+    const fail = (message: string, code: string): void => {
+      const err: NodeJS.ErrnoException = Object.assign(new Error(message), { code, hostname, syscall: 'getaddrinfo' });
+      process.nextTick(callback, err, '', 0);
+    };
+    if (canonical(hostname) !== expected) return fail(`lookup of "${hostname}" refused: only "${host}" was checked`, 'ENOTFOUND');
+    const opts: LookupOptions = typeof options === 'object' && options !== null ? options : {};
+    const family = opts.family === 'IPv4' ? 4 : opts.family === 'IPv6' ? 6 : (opts.family ?? 0);
+    const matches = pinned.filter((a) => a.family !== 0 && (family === 0 || a.family === family));
+    const first = matches[0];
+    if (!first) return fail(`no checked IPv${family} address for "${hostname}"`, 'ENOTFOUND');
+    if (opts.all) process.nextTick(callback, null, matches.map((a) => ({ ...a })));
+    else process.nextTick(callback, null, first.address, first.family);
+  };
+}
+
+/** The parts of a fetch Response used here; both the global and undici's Response fit. */
+interface FetchResult {
+  status: number;
+  type: string;
+  body: { cancel(): Promise<void> } | null;
+}
+
 export interface SendWebhookInput {
   url: string;
   secret: string;
@@ -259,8 +310,9 @@ export async function sendWebhook(input: SendWebhookInput): Promise<{ status: nu
   if (!KINDS.has(event.kind)) throw new Error(`unknown webhook event kind "${String(event.kind)}"`);
 
   let url: URL;
+  let addresses: string[];
   try {
-    ({ url } = await checkWebhookUrl(input.url, input.policy, input.resolve));
+    ({ url, addresses } = await checkWebhookUrl(input.url, input.policy, input.resolve));
   } catch (err) {
     if (err instanceof WebhookUrlError && err.problem === 'unresolvable') throw new WebhookDeliveryError(err.message, true, id, undefined, { cause: err });
     throw err;
@@ -270,27 +322,36 @@ export async function sendWebhook(input: SendWebhookInput): Promise<{ status: nu
   const ts = (input.nowSec ?? (() => Math.floor(Date.now() / 1000)))();
   const timeoutMs = input.timeoutMs ?? 10_000;
 
-  let res: Response;
+  const init = {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      'user-agent': 'conveyor-webhooks/1',
+      'x-conveyor-event': event.kind,
+      'x-conveyor-delivery': id,
+      [SIGNATURE_HEADER]: signPayload(input.secret, body, ts),
+    },
+    body,
+    redirect: 'manual', // a redirect could point anywhere, including an internal address
+    signal: AbortSignal.timeout(timeoutMs),
+  } as const;
+
+  // Without an injected fetch, a one-request Agent connects only to the checked addresses.
+  // The URL (and so the Host header and the TLS servername/certificate check) keeps the name.
+  const agent = input.fetchImpl ? undefined : new Agent({ connect: { lookup: pinnedLookup(url.hostname, addresses) } });
+  let res: FetchResult;
   try {
-    res = await (input.fetchImpl ?? fetch)(url.href, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        'user-agent': 'conveyor-webhooks/1',
-        'x-conveyor-event': event.kind,
-        'x-conveyor-delivery': id,
-        [SIGNATURE_HEADER]: signPayload(input.secret, body, ts),
-      },
-      body,
-      redirect: 'manual', // a redirect could point anywhere, including an internal address
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch (err) {
-    const e = (err ?? {}) as Partial<Error> & { cause?: { code?: string } };
-    const why = e.name === 'TimeoutError' || e.name === 'AbortError' ? `timed out after ${timeoutMs} ms` : `network error (${e.cause?.code ?? e.message})`;
-    throw new WebhookDeliveryError(`webhook ${event.kind} to ${target}: ${why}`, true, id, undefined, { cause: err });
+    try {
+      res = input.fetchImpl ? await input.fetchImpl(url.href, init) : await undiciFetch(url.href, { ...init, dispatcher: agent });
+    } catch (err) {
+      const e = (err ?? {}) as Partial<Error> & { cause?: { code?: string } };
+      const why = e.name === 'TimeoutError' || e.name === 'AbortError' ? `timed out after ${timeoutMs} ms` : `network error (${e.cause?.code ?? e.message})`;
+      throw new WebhookDeliveryError(`webhook ${event.kind} to ${target}: ${why}`, true, id, undefined, { cause: err });
+    }
+    await res.body?.cancel().catch(() => undefined); // the response body is not used; free the connection
+  } finally {
+    await agent?.close().catch(() => agent.destroy().catch(() => undefined));
   }
-  await res.body?.cancel().catch(() => undefined); // the response body is not used; free the connection
   if (res.status >= 200 && res.status < 300) return { status: res.status, deliveryId: id };
   if (res.type === 'opaqueredirect' || (res.status >= 300 && res.status < 400)) {
     throw new WebhookDeliveryError(`webhook ${event.kind} to ${target}: redirect (HTTP ${res.status}) refused; configure the final URL`, false, id, res.status);

@@ -78,7 +78,7 @@ describe('the conveyor CLI against real servers', () => {
       writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
       writeFileSync(
         file,
-        `import base from '${resolve('examples/credit-risk/pipeline.ts')}';\nimport { definePipeline } from '${resolve('src/index.ts')}';\nexport default definePipeline({ ...base.spec, dataset: { source: '${resolve('examples/credit-risk/data/credit-risk.csv')}' }, trainer: { ...base.spec.trainer, command: ['{python}', '${resolve('examples/credit-risk/trainers/train_sklearn.py')}'] }, approval: { mode: 'manual', groups: ['risk-reviewers'], timeout: '10m' } });\n`,
+        `import base from '${resolve('examples/credit-risk/pipeline.ts')}';\nimport { definePipeline } from '${resolve('src/index.ts')}';\nexport default definePipeline({ ...base.spec, dataset: { source: '${resolve('examples/credit-risk/data/credit-risk.csv')}' }, trainer: { ...base.spec.trainer, command: ['{python}', '${resolve('examples/credit-risk/trainers/train_sklearn.py')}'] }, approval: { mode: 'manual', reviewers: ['alice'], groups: ['risk-reviewers'], timeout: '10m' } });\n`,
       );
       expect((await cli(['whoami'], as('bob'))).stdout).toContain('bob (groups: risk-reviewers)');
       const bad = await cli(['whoami'], { CONVEYOR_API_URL: api.url, CONVEYOR_TOKEN: 'x'.repeat(32) });
@@ -99,7 +99,8 @@ describe('the conveyor CLI against real servers', () => {
 
       const self = await cli(['approve', ref], as('alice'));
       expect(self.code).toBe(1);
-      expect(self.stderr).toContain('may not decide');
+      // alice is a listed reviewer, so only the four-eyes rule stops her deciding her own run.
+      expect(self.stderr).toContain('four-eyes');
       const noComment = await cli(['reject', ref], as('bob'));
       expect(noComment.code).toBe(1);
       expect(noComment.stderr).toContain('--comment');

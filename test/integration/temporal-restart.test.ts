@@ -23,7 +23,7 @@ describe('the Temporal server restarts while a run waits for approval', () => {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
   });
 
-  it('keeps the run; the approval afterwards completes it and deploys', async () => {
+  it('keeps the run and its timers: escalation fires after the restart, and the approval then deploys', async () => {
     const port = await freePort();
     const config = { ...testConfig('restart'), temporal: { address: `127.0.0.1:${port}`, namespace: 'default' } };
     let temporal = await ownTemporal(config.home, port);
@@ -39,7 +39,8 @@ describe('the Temporal server restarts while a run waits for approval', () => {
 
     let connection = await Connection.connect({ address: config.temporal.address });
     let client = new Client({ connection });
-    const pipeline = await examplePipeline((s) => ({ ...s, approval: { mode: 'manual', reviewers: ['bob'], timeout: '10m' } }));
+    // Escalation is a durable timer set before the restart that must fire after it.
+    const pipeline = await examplePipeline((s) => ({ ...s, approval: { mode: 'manual', reviewers: ['bob'], timeout: '10m', escalation: { after: '12s', reviewers: ['lena'] } } }));
     const started = await startPipeline(client, config, pipeline, { submittedBy: 'alice' });
     const awaiting = (await waitForStatus(started, (s) => s.awaitingApproval !== undefined)).awaitingApproval!;
     await connection.close();
@@ -55,7 +56,13 @@ describe('the Temporal server restarts while a run waits for approval', () => {
     // The same run, still waiting on the same candidate.
     const status = await waitForStatus(handle, (s) => s.awaitingApproval !== undefined, 90_000);
     expect(status.awaitingApproval).toMatchObject({ version: awaiting.version, sha256: awaiting.sha256 });
-    await decide(handle, 'approve', { model: 'credit-risk', version: awaiting.version, sha256: awaiting.sha256, reviewer: 'bob' });
+    const restartedAt = Date.now();
+    expect(Date.parse(status.awaitingApproval!.deadline) - 600_000 + 12_000).toBeGreaterThan(restartedAt);
+    expect(status.awaitingApproval?.escalated).toBe(false);
+    const escalated = await waitForStatus(handle, (s) => s.awaitingApproval?.escalated === true, 60_000);
+    expect(escalated.awaitingApproval?.reviewers).toContain('lena');
+    // Only the escalation reviewer, admitted by the timer that fired after the restart, decides.
+    await decide(handle, 'approve', { model: 'credit-risk', version: awaiting.version, sha256: awaiting.sha256, reviewer: 'lena' });
     const end = await waitForRun(handle);
     expect(end.outcome).toBe(RunOutcome.Deployed);
     expect((await new Registry(store).getAlias('credit-risk', 'production'))?.version).toBe(awaiting.version);

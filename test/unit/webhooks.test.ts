@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { LookupAddress } from 'node:dns';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -8,6 +9,7 @@ import {
   WebhookUrlError,
   blockedAddressReason,
   checkWebhookUrl,
+  pinnedLookup,
   sendWebhook,
   signPayload,
   verifySignature,
@@ -118,6 +120,24 @@ describe('checkWebhookUrl', () => {
     ['::127.0.0.1', 'IPv4-compatible loopback'],
     ['64:ff9b::a9fe:a9fe', 'NAT64 link-local'],
     ['2002:7f00:1::', '6to4 loopback'],
+    ['192.0.0.1', 'IETF protocol assignments'],
+    ['192.0.0.255', 'IETF protocol assignments'],
+    ['198.18.0.1', 'benchmarking'],
+    ['198.19.255.254', 'benchmarking'],
+    ['192.0.2.1', 'documentation'],
+    ['198.51.100.7', 'documentation'],
+    ['203.0.113.200', 'documentation'],
+    ['::ffff:0:8.8.8.8', 'IPv4-translated'],
+    ['::ffff:0:0:0', 'IPv4-translated'],
+    ['::ffff:0:a9fe:a9fe', 'IPv4-translated'],
+    ['64:ff9b:1::808:808', 'local-use NAT64'],
+    ['64:ff9b:1:ffff::1', 'local-use NAT64'],
+    ['2001::1', 'Teredo'],
+    ['2001:0:4136:e378:8000:63bf:3fff:fdd2', 'Teredo'],
+    ['2001:db8::1', 'documentation'],
+    ['2001:db8:ffff::1', 'documentation'],
+    ['::ffff:192.0.2.1', 'IPv4-mapped documentation'],
+    ['64:ff9b::c612:1', 'NAT64 benchmarking'],
     ['not-an-ip', 'not an IP address'],
   ])('refuses a host resolving to %s (%s)', async (address, reason) => {
     expect(blockedAddressReason(address)).toBe(reason);
@@ -126,7 +146,26 @@ describe('checkWebhookUrl', () => {
     );
   });
 
-  it.each(['8.8.8.8', '172.32.0.1', '100.128.0.1', '2606:4700::1111', '::ffff:8.8.8.8', '2001:db8::1'])('treats %s as public', (address) => {
+  it.each([
+    '8.8.8.8',
+    '172.32.0.1',
+    '100.128.0.1',
+    '2606:4700::1111',
+    '::ffff:8.8.8.8',
+    '2001:4860:4860::8888',
+    '191.255.255.255',
+    '192.0.1.1',
+    '192.0.3.1',
+    '198.17.255.255',
+    '198.20.0.1',
+    '198.51.99.1',
+    '198.51.101.1',
+    '203.0.112.1',
+    '203.0.114.1',
+    '2001:1::1',
+    '2001:db9::1',
+    '64:ff9b:2::1',
+  ])('treats %s as public', (address) => {
     expect(blockedAddressReason(address)).toBeNull();
   });
 
@@ -334,10 +373,105 @@ describe('sendWebhook', () => {
     expect((err as WebhookDeliveryError).retryable).toBe(true);
   });
 
+  it('uses an injected fetchImpl as before', async () => {
+    const calls: string[] = [];
+    const fetchImpl = (async (input: string | URL | Request) => {
+      calls.push(String(input));
+      return new Response(null, { status: 202 });
+    }) as typeof fetch;
+    const result = await sendWebhook({
+      url: 'https://hooks.test.invalid/x',
+      secret: SECRET,
+      event,
+      policy: { allowHosts: ['hooks.test.invalid'] },
+      resolve: async () => ['93.184.216.34'],
+      fetchImpl,
+    });
+    expect(result.status).toBe(202);
+    expect(calls).toEqual(['https://hooks.test.invalid/x']);
+  });
+
+  it('connects to the checked address without resolving the name again (DNS rebinding)', async () => {
+    const { url, received } = await serve((_req, res) => res.writeHead(204).end());
+    const port = new URL(url).port;
+    // ".invalid" never resolves in real DNS: reaching the server proves the socket used the address the check saw.
+    const answers = [['127.0.0.1'], ['169.254.169.254']]; // a rebinding server would answer differently the second time
+    let lookups = 0;
+    const result = await sendWebhook({
+      url: `http://hooks.test.invalid:${port}/hooks/conveyor?key=abc`,
+      secret: SECRET,
+      event,
+      policy: { allowHosts: ['*.test.invalid'], allowPrivate: true },
+      resolve: async (host) => {
+        expect(host).toBe('hooks.test.invalid');
+        return answers[lookups++] ?? [];
+      },
+      nowSec: () => NOW,
+    });
+    expect(result.status).toBe(204);
+    expect(lookups).toBe(1);
+    expect(received).toHaveLength(1);
+    expect(received[0]!.headers.host).toBe(`hooks.test.invalid:${port}`); // the name is kept for Host (and TLS SNI)
+    expect(verifySignature(SECRET, received[0]!.body, received[0]!.headers[SIGNATURE_HEADER] as string, { nowSec: NOW })).toBe(true);
+  });
+
+  it('does not fall back to DNS when the checked address refuses the connection', async () => {
+    const { url } = await serve((_req, res) => res.end());
+    const port = new URL(url).port;
+    server!.closeAllConnections();
+    await new Promise<void>((done) => server!.close(() => done()));
+    server = undefined;
+    const err = await sendWebhook({
+      url: `http://hooks.test.invalid:${port}/`,
+      secret: SECRET,
+      event,
+      policy: { allowHosts: ['hooks.test.invalid'], allowPrivate: true },
+      resolve: async () => ['127.0.0.1'],
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WebhookDeliveryError);
+    expect((err as Error).message).toMatch(/network error \(ECONNREFUSED\)/); // not ENOTFOUND from a second resolution
+  });
+
   it('refuses an event id that could inject headers, and unknown kinds', async () => {
     const fetchImpl = (async () => new Response(null, { status: 200 })) as typeof fetch;
     const base = { url: 'http://127.0.0.1/', secret: SECRET, policy, fetchImpl };
     await expect(sendWebhook({ ...base, event: { ...event, id: 'a\r\nx-evil: 1' } })).rejects.toThrow(/event id/);
     await expect(sendWebhook({ ...base, event: { ...event, kind: 'nope' as WebhookEvent['kind'] } })).rejects.toThrow(/unknown webhook event kind/);
+  });
+});
+
+describe('pinnedLookup', () => {
+  const checked = ['93.184.216.34', '2606:2800:220:1::1', '93.184.216.35'];
+
+  function lookup(hostname: string, options: Parameters<ReturnType<typeof pinnedLookup>>[1]) {
+    return new Promise<{ err: NodeJS.ErrnoException | null; address: string | LookupAddress[]; family?: number }>((done) =>
+      pinnedLookup('hooks.example.com', checked)(hostname, options, (err, address, family) => done({ err, address, family })),
+    );
+  }
+
+  it('answers only with the checked addresses, honouring family and all', async () => {
+    expect(await lookup('hooks.example.com', {})).toEqual({ err: null, address: '93.184.216.34', family: 4 });
+    expect(await lookup('hooks.example.com', { family: 6 })).toEqual({ err: null, address: '2606:2800:220:1::1', family: 6 });
+    expect(await lookup('hooks.example.com', { family: 'IPv6' })).toEqual({ err: null, address: '2606:2800:220:1::1', family: 6 });
+    expect((await lookup('hooks.example.com', { all: true })).address).toEqual([
+      { address: '93.184.216.34', family: 4 },
+      { address: '2606:2800:220:1::1', family: 6 },
+      { address: '93.184.216.35', family: 4 },
+    ]);
+    expect((await lookup('hooks.example.com', { all: true, family: 4 })).address).toEqual([
+      { address: '93.184.216.34', family: 4 },
+      { address: '93.184.216.35', family: 4 },
+    ]);
+    expect((await lookup('HOOKS.example.com.', { family: 0 })).address).toBe('93.184.216.34');
+  });
+
+  it('fails instead of resolving when no checked address fits or the name differs', async () => {
+    const v4only = await new Promise<NodeJS.ErrnoException | null>((done) =>
+      pinnedLookup('hooks.example.com', ['93.184.216.34'])('hooks.example.com', { family: 6 }, (err) => done(err)),
+    );
+    expect(v4only?.code).toBe('ENOTFOUND');
+    const other = await lookup('metadata.internal', {});
+    expect(other.err?.code).toBe('ENOTFOUND');
+    expect(other.err?.message).toMatch(/only "hooks.example.com" was checked/);
   });
 });
