@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { hashToken, TokenStore } from '../../src/auth/tokens.js';
-import { API_ROUTES, createApiApp, parseApiPolicy, startApi } from '../../src/api/index.js';
+import { API_ROUTES, createApiApp, parseApiPolicy, startApi, type ApiPolicy } from '../../src/api/index.js';
+import { modelSearchAttribute } from '../../src/shared/search-attributes.js';
 import type { PipelineSpec } from '../../src/spec/schema.js';
 import { startTestEnv, type TestEnv } from '../helpers/stack.js';
 import { examplePipeline } from '../helpers/pipelines.js';
@@ -17,6 +18,8 @@ const PEOPLE = {
   carol: ['risk-reviewers'],
   root: ['admin'],
   eve: ['marketing'],
+  // dave may read credit-risk, but is not in its API approve groups.
+  dave: ['analysts'],
 } as const;
 type Person = keyof typeof PEOPLE;
 const TOKENS = Object.fromEntries(Object.keys(PEOPLE).map((p) => [p, randomBytes(24).toString('base64url')])) as Record<Person, string>;
@@ -37,6 +40,7 @@ describe('governance API (real Temporal + MinIO)', () => {
   let port: number;
   let manualSpec: PipelineSpec;
   let autoSpec: PipelineSpec;
+  let authz: ApiPolicy;
   /** Everything the API logged (no redaction configured: the API itself must never log a token). */
   const logLines: string[] = [];
 
@@ -106,8 +110,19 @@ describe('governance API (real Temporal + MinIO)', () => {
   beforeAll(async () => {
     env = await startTestEnv('api');
     const tokens = new TokenStore(Object.entries(PEOPLE).map(([identity, groups]) => ({ identity, groups: [...groups], sha256: hashToken(TOKENS[identity as Person]) })));
-    // alice's team operates, reviewers read, everybody else (eve) nothing; root is admin.
-    const authz = parseApiPolicy({ models: { '*': { read: ['risk-reviewers'], operate: ['ml-eng'] } } });
+    // alice's team operates, reviewers read, everybody else (eve) nothing; root is admin. credit-risk has its own entry:
+    // analysts (dave) read it too, only reviewers decide it through the API, and production needs two of them.
+    authz = parseApiPolicy({
+      models: {
+        '*': { read: ['risk-reviewers'], operate: ['ml-eng'] },
+        'credit-risk': {
+          read: ['risk-reviewers', 'analysts'],
+          operate: ['ml-eng'],
+          approve: ['risk-reviewers'],
+          production: { minQuorum: 2, approverGroups: ['risk-reviewers'] },
+        },
+      },
+    });
     const logger = pino({ level: 'info' }, { write: (line: string) => void logLines.push(line) });
     app = createApiApp({ client: env.client, config: env.config, registry: env.registry, store: env.store, tokens, logger, authz });
     await app.listen({ host: '127.0.0.1', port: 0 });
@@ -251,6 +266,44 @@ describe('governance API (real Temporal + MinIO)', () => {
     expect((await call('POST', '/v1/runs', { as: 'eve', body: { spec: manualSpec } })).status).toBe(403);
   });
 
+  it('POST /v1/runs: a chosen workflowId must be one of the model\'s pipeline ids (pipeline-<model>-...)', async () => {
+    for (const workflowId of ['notify-approval-requested-0', 'pipeline-credit-risk', 'pipeline-credit-risk-', 'pipeline-churn-x', 'credit-risk-x', 'xpipeline-credit-risk-1']) {
+      const res = await call('POST', '/v1/runs', { as: 'alice', body: { spec: manualSpec, workflowId } });
+      expect(res.status, workflowId).toBe(400);
+      expect(res.json.issues, workflowId).toEqual([{ field: 'workflowId', message: expect.stringContaining('"pipeline-credit-risk-"') }]);
+      expect(res.json.error).toMatch(/^workflowId: /);
+    }
+    // Admins too: the id space is not a matter of rights.
+    expect((await call('POST', '/v1/runs', { as: 'root', body: { spec: manualSpec, workflowId: 'notify-x-0' } })).status).toBe(400);
+  });
+
+  it('POST /v1/runs deploying to production must ask for an independent manual approval (the policy\'s production rule; admins too)', async () => {
+    const manual = (approval: Record<string, unknown>) => ({ ...manualSpec, approval: { mode: 'manual', timeout: '10m', ...approval } });
+    const refusals: Array<[Person, unknown, RegExp]> = [
+      ['alice', autoSpec, /approval\.mode must be "manual" \(got "auto"\)/],
+      // Admins are not exempt.
+      ['root', autoSpec, /approval\.mode must be "manual"/],
+      ['alice', manual({ groups: ['risk-reviewers'], quorum: 1 }), /approval\.quorum must be at least 2 \(got 1\)/],
+      // The submitter's own team, or people the submitter picks, cannot be the approvers.
+      ['alice', manual({ groups: ['ml-eng'], quorum: 2 }), /approval\.groups may only name "risk-reviewers" \(not "ml-eng"\)/],
+      ['alice', manual({ groups: ['risk-reviewers', 'ml-eng'], quorum: 2 }), /approval\.groups may only name/],
+      ['alice', manual({ groups: ['risk-reviewers'], reviewers: ['bob'], quorum: 2 }), /approval\.reviewers must be empty/],
+      ['alice', manual({ groups: ['risk-reviewers'], quorum: 2, escalation: { after: '5m', groups: ['ml-eng'] } }), /approval\.escalation\.groups may only name/],
+      ['alice', manual({ groups: ['risk-reviewers'], quorum: 2, escalation: { after: '5m', reviewers: ['alice'] } }), /approval\.escalation\.reviewers must be empty/],
+    ];
+    for (const [who, spec, message] of refusals) {
+      const res = await call('POST', '/v1/runs', { as: who, body: { spec } });
+      expect(res.status, `${who} ${JSON.stringify((spec as PipelineSpec).approval)}`).toBe(403);
+      expect(res.json.error).toContain('"production" rule of model "credit-risk"');
+      expect(res.json.error).toMatch(message);
+    }
+    // The rule is per alias: the same auto-approved spec may deploy to staging (accepted in the cancel test below).
+    // Nothing was started by the refusals.
+    const runs = [];
+    for await (const e of env.client.workflow.list({ query: `TaskQueue = '${env.config.taskQueues.pipeline}'` })) runs.push(e.workflowId);
+    expect(runs).toEqual([]);
+  });
+
   it('runs a manual-approval pipeline through the API: listing, four-eyes, outsiders, quorum, idempotent decisions, deployment, lineage', async () => {
     const started = await call('POST', '/v1/runs', { as: 'alice', body: { spec: manualSpec, code: { gitCommit: 'a'.repeat(40), gitDirty: false, pipelineFile: 'examples/credit-risk/pipeline.ts' } } });
     expect(started.status).toBe(201);
@@ -284,9 +337,25 @@ describe('governance API (real Temporal + MinIO)', () => {
     const own = await approve('alice');
     expect(own.status).toBe(403);
     expect(own.json.error).toContain('four-eyes');
-    const outsider = await approve('eve');
-    expect(outsider.status).toBe(403);
-    expect(outsider.json.error).toContain('may not decide');
+    // No read right on the model: refused before anything is looked up, so the answer is the same whether the version
+    // exists or not, and names no reviewer, decision or run.
+    const noRead = await approve('eve');
+    expect(noRead.status).toBe(403);
+    expect(noRead.json).toEqual({ error: '"eve" may not read model "credit-risk"' });
+    expect((await call('POST', '/v1/approvals/credit-risk/7/approve', { as: 'eve', body: {} })).json).toEqual(noRead.json);
+    expect((await call('POST', '/v1/approvals/credit-risk/1/reject', { as: 'eve', body: { comment: 'no' } })).json).toEqual({ error: '"eve" may not read model "credit-risk"' });
+    // Read, but not in the model's API approve groups: refused by the API policy before the run is asked.
+    const notApprover = await approve('dave');
+    expect(notApprover.status).toBe(403);
+    expect(notApprover.json.error).toContain('approve groups');
+    // An admin passes the API policy but is still bound by the run's own approval policy.
+    const admin = await approve('root');
+    expect(admin.status).toBe(403);
+    expect(admin.json.error).toContain('may not decide');
+    for (const res of [noRead, notApprover]) {
+      for (const secret of ['alice', 'bob', 'carol', 'risk-reviewers', workflowId, runId, '@1', 'version']) expect(res.text).not.toContain(secret);
+    }
+    expect((await call('GET', '/v1/approvals', { as: 'dave' })).json).toEqual({ approvals: [], unavailable: [] });
     const noComment = await call('POST', '/v1/approvals/credit-risk/1/reject', { as: 'bob', body: {} });
     expect(noComment.status).toBe(400);
     expect(noComment.json.issues[0].field).toBe('comment');
@@ -319,6 +388,10 @@ describe('governance API (real Temporal + MinIO)', () => {
     const late = await call('POST', '/v1/approvals/credit-risk/1/reject', { as: 'root', body: { comment: 'too late' } });
     expect(late.status).toBe(404);
     expect(late.json.error).toContain('approved by bob, carol');
+    // Without read, still nothing about the decision.
+    const lateOutsider = await call('POST', '/v1/approvals/credit-risk/1/reject', { as: 'eve', body: { comment: 'too late' } });
+    expect(lateOutsider.status).toBe(403);
+    expect(lateOutsider.text).not.toMatch(/bob|carol|approved/);
 
     const lineage = await call('GET', '/v1/models/credit-risk/versions/1/lineage', { as: 'bob' });
     expect(lineage.status).toBe(200);
@@ -401,8 +474,89 @@ describe('governance API (real Temporal + MinIO)', () => {
     expect((await call('GET', '/v1/models/credit-risk/versions/1', { as: 'bob' })).json.meta).toMatchObject({ archived: false, tags: { team: 'risk' } });
   });
 
+  it('the model\'s API approve groups bind on top of the run\'s approval policy (deciding and listing)', async () => {
+    // Not production, so the production rule does not apply: the submitter asks the analysts (dave's group).
+    const spec = { ...manualSpec, approval: { mode: 'manual', groups: ['analysts'], quorum: 1, timeout: '10m' }, deployment: { alias: 'staging', strategy: 'direct' } };
+    const started = await call('POST', '/v1/runs', { as: 'alice', body: { spec, workflowId: `pipeline-credit-risk-api-approvers-${Date.now()}` } });
+    expect(started.status, started.text).toBe(201);
+    const { workflowId } = started.json;
+    const awaiting = await until('the run to await a decision', async () => {
+      const res = await call('GET', `/v1/runs/${workflowId}`, { as: 'dave' });
+      return res.json.status?.awaitingApproval ?? undefined;
+    });
+    expect(awaiting).toMatchObject({ model: 'credit-risk', version: 2, groups: ['analysts'] });
+
+    // The run's policy asks dave's group, but the API policy lets only risk-reviewers decide credit-risk: not listed, refused.
+    expect((await call('GET', '/v1/approvals', { as: 'dave' })).json.approvals).toEqual([]);
+    const dave = await call('POST', '/v1/approvals/credit-risk/2/approve', { as: 'dave', body: { comment: 'fine' } });
+    expect(dave.status).toBe(403);
+    expect(dave.json.error).toBe('"dave" may not decide runs of model "credit-risk" (API policy: not in its approve groups)');
+    // bob passes the API policy, but the run's policy does not name him.
+    const bob = await call('POST', '/v1/approvals/credit-risk/2/approve', { as: 'bob', body: {} });
+    expect(bob.status).toBe(403);
+    expect(bob.json.error).toContain('may not decide');
+    expect((await call('GET', '/v1/approvals', { as: 'bob' })).json.approvals).toEqual([]);
+
+    expect((await call('POST', `/v1/runs/${workflowId}/cancel`, { as: 'alice' })).status).toBe(202);
+    await until('the run to end', async () => {
+      const res = await call('GET', `/v1/runs/${workflowId}`, { as: 'alice' });
+      return res.json.temporalStatus === 'RUNNING' ? undefined : res.json;
+    });
+    expect((await env.registry.getDecision('credit-risk', 2))?.decision).not.toBe('approved');
+  });
+
+  it('GET /v1/approvals lists unavailable runs only of models the caller may read (unknown model: admins only)', async () => {
+    // Runs on a queue no worker polls: their status query times out, so they are "unavailable".
+    const taskQueue = `${env.config.taskQueues.pipeline}-nobody`;
+    const policy = parseApiPolicy({ models: { ...authz.models, secret: { read: ['secret-team'] } } });
+    const tokens = new TokenStore(Object.entries(PEOPLE).map(([identity, groups]) => ({ identity, groups: [...groups], sha256: hashToken(TOKENS[identity as Person]) })));
+    const other = createApiApp({
+      client: env.client,
+      config: { ...env.config, taskQueues: { ...env.config.taskQueues, pipeline: taskQueue } },
+      registry: env.registry,
+      store: env.store,
+      tokens,
+      logger: pino({ level: 'silent' }),
+      authz: policy,
+      queryTimeoutMs: 300,
+    });
+    const stamp = Date.now();
+    const ids = { visible: `pipeline-credit-risk-unavailable-${stamp}`, secret: `pipeline-secret-unavailable-${stamp}`, unknown: `pipeline-unknown-unavailable-${stamp}` };
+    const handles = await Promise.all(
+      Object.entries(ids).map(([kind, workflowId]) =>
+        env.client.workflow.start('modelPipeline', {
+          taskQueue,
+          workflowId,
+          args: [{}],
+          ...(kind === 'unknown' ? {} : { typedSearchAttributes: [{ key: modelSearchAttribute, value: kind === 'visible' ? 'credit-risk' : 'secret' }] }),
+        }),
+      ),
+    );
+    try {
+      const list = async (who: Person) => {
+        const res = await other.inject({ method: 'GET', url: '/v1/approvals', headers: { authorization: `Bearer ${TOKENS[who]}` } });
+        expect(res.statusCode).toBe(200);
+        const body = res.json() as { approvals: unknown[]; unavailable: Array<{ workflowId: string }> };
+        expect(body.approvals).toEqual([]);
+        return body.unavailable.map((u) => u.workflowId).sort();
+      };
+      // Wait until the listing (visibility) sees all three.
+      const all = Object.values(ids).sort();
+      await until('the runs to be listed', async () => ((await list('root')).length === all.length ? true : undefined), 30_000);
+      expect(await list('root')).toEqual(all);
+      expect(await list('bob')).toEqual([ids.visible]);
+      expect(await list('dave')).toEqual([ids.visible]);
+      expect(await list('eve')).toEqual([]);
+    } finally {
+      await Promise.all(handles.map((h) => h.terminate('test over')));
+      await other.close();
+    }
+  });
+
   it('cancels a running run', async () => {
-    const started = await call('POST', '/v1/runs', { as: 'alice', body: { spec: autoSpec, workflowId: `pipeline-credit-risk-api-cancel-${Date.now()}` } });
+    // Auto-approved, so not to production (the policy's production rule); staging is fine.
+    const stagingSpec = { ...autoSpec, deployment: { alias: 'staging', strategy: 'direct' } };
+    const started = await call('POST', '/v1/runs', { as: 'alice', body: { spec: stagingSpec, workflowId: `pipeline-credit-risk-api-cancel-${Date.now()}` } });
     expect(started.status).toBe(201);
     const { workflowId } = started.json;
     expect((await call('POST', `/v1/runs/${workflowId}/cancel`, { as: 'bob' })).status).toBe(403);
