@@ -1,10 +1,14 @@
-import { randomUUID, timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Logger } from '../logger.js';
 import { isValidName } from '../shared/names.js';
 import { InputValidationError } from '../eval/onnx-model.js';
+import type { ArtifactStore } from '../store/artifact-store.js';
+import { keys } from '../store/keys.js';
 import type { ModelHost } from './model-host.js';
+import { ServingMetrics, UNKNOWN_MODEL_LABEL } from './metrics.js';
+import { PredictionLog, type PredictionLogOptions, type PredictionOutput } from './prediction-log.js';
 
 const predictBody = z
   .object({
@@ -14,12 +18,42 @@ const predictBody = z
   .strict()
   .refine((b) => (b.instances === undefined) !== (b.instance === undefined), { message: 'send exactly one of "instance" or "instances"' });
 
+const feedbackBody = z
+  .object({
+    labels: z
+      .array(
+        z
+          .object({
+            requestId: z.string().min(1).max(200),
+            rowIndex: z.number().int().min(0).max(9_999).default(0),
+            label: z.union([z.number(), z.string().max(1000)]),
+          })
+          .strict(),
+      )
+      .min(1)
+      .max(10_000),
+  })
+  .strict();
+
 export interface ServingOptions {
   host: ModelHost;
   logger: Logger;
-  /** Bearer tokens accepted on /v1 routes. */
+  /** Bearer tokens accepted on /v1 routes and /metrics. */
   tokens: string[];
   bodyLimitBytes?: number;
+  /**
+   * Where the prediction log and feedback are written. Without a store nothing is
+   * logged and the feedback endpoint answers 503.
+   */
+  store?: ArtifactStore;
+  predictionLog?: Partial<PredictionLogOptions>;
+}
+
+export interface Serving {
+  app: FastifyInstance;
+  metrics: ServingMetrics;
+  /** Undefined when no store was given. Closed (flushed) by `app.close()`. */
+  predictionLog: PredictionLog | undefined;
 }
 
 function tokenMatches(presented: string, tokens: string[]): boolean {
@@ -30,9 +64,26 @@ function tokenMatches(presented: string, tokens: string[]): boolean {
   });
 }
 
+function zodError(error: z.ZodError): string {
+  const issue = error.issues[0];
+  return `${issue?.path.join('.') || 'body'}: ${issue?.message}`;
+}
+
 export function createServingApp(opts: ServingOptions): FastifyInstance {
+  return buildServing(opts).app;
+}
+
+export function buildServing(opts: ServingOptions): Serving {
   if (opts.tokens.length === 0) throw new Error('serving needs at least one API token (CONVEYOR_SERVE_TOKEN)');
   const app = Fastify({ loggerInstance: opts.logger.child({ component: 'serving' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: opts.bodyLimitBytes ?? 5 * 1024 * 1024, genReqId: () => randomUUID() });
+  let predictionLog: PredictionLog | undefined;
+  const metrics = new ServingMetrics(() => predictionLog?.pending ?? 0);
+  if (opts.store) {
+    predictionLog = new PredictionLog(opts.store, opts.logger.child({ component: 'prediction-log' }), opts.predictionLog, (n) => metrics.logDropped.inc(n));
+    const log = predictionLog;
+    // Runs after in-flight requests have finished, so their rows are in the last batch.
+    app.addHook('onClose', async () => log.close());
+  }
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => (opts.host.ready ? { status: 'ready', models: opts.host.list() } : reply.code(503).send({ status: 'loading' })));
@@ -40,6 +91,7 @@ export function createServingApp(opts: ServingOptions): FastifyInstance {
   // Authentication is decided by the matched route, not the raw URL: the router decodes
   // the path ("/%761/models" matches "/v1/models"), so a prefix test on req.url is bypassable.
   // Only the routes declared public skip it, and unmatched requests are 404s before any handler.
+  // /metrics is authenticated too: its labels name the models being served.
   const PUBLIC_ROUTES = new Set(['/healthz', '/readyz']);
   app.addHook('onRequest', async (req, reply) => {
     const route = req.routeOptions.url;
@@ -51,46 +103,100 @@ export function createServingApp(opts: ServingOptions): FastifyInstance {
     }
   });
 
+  app.get('/metrics', async (_req, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
+
   app.get('/v1/models', async () => ({ models: opts.host.list() }));
 
-  // Google-style custom method: /v1/models/<name>:predict. The router sees one segment.
+  // Google-style custom methods: /v1/models/<name>:predict and <name>:feedback. The router sees one segment.
   app.post<{ Params: { target: string } }>('/v1/models/:target', async (req, reply) => {
     const [name = '', method] = req.params.target.split(':');
-    if (method !== 'predict') return reply.code(404).send({ error: `unknown method "${method ?? ''}"; use POST /v1/models/<name>:predict` });
-    if (!isValidName(name)) return reply.code(400).send({ error: `invalid model name "${name}"` });
-    const parsed = predictBody.safeParse(req.body);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      return reply.code(400).send({ error: `${issue?.path.join('.') || 'body'}: ${issue?.message}` });
-    }
-    const rows = parsed.data.instances ?? [parsed.data.instance!];
-    const result = await opts.host.use(name, async (served) => {
-      const inputs = served.loaded.metadata.inputs.map((i) => i.name);
-      for (const [index, row] of rows.entries()) {
-        const missing = inputs.find((n) => !(n in row));
-        if (missing) throw new InputValidationError(missing, index, 'missing feature');
-        const extra = Object.keys(row).find((k) => !inputs.includes(k));
-        if (extra) throw new InputValidationError(extra, index, 'unknown feature');
-      }
-      const started = performance.now();
-      const prediction = await served.loaded.predict(rows);
-      const latencyMs = performance.now() - started;
-      const predictions =
-        prediction.task === 'classification'
-          ? prediction.labels.map((label, i) => ({
-              label,
-              probabilities: Object.fromEntries(prediction.classes.map((c, j) => [String(c), prediction.probabilities[i * prediction.classes.length + j]])),
-            }))
-          : [...prediction.values].map((value) => ({ value }));
-      return { model: served.model, version: served.version, sha256: served.sha256, predictions, latencyMs };
-    }).catch((err: unknown) => {
-      if (err instanceof InputValidationError) return { error: err.message, field: err.field } as const;
-      throw err;
-    });
-    if (result === undefined) return reply.code(404).send({ error: `model "${name}" has no ${'production'} version being served` });
-    if ('error' in result) return reply.code(400).send(result);
-    return { requestId: req.id, ...result };
+    if (method === 'predict') return predict(name, req, reply);
+    if (method === 'feedback') return feedback(name, req, reply);
+    return reply.code(404).send({ error: `unknown method "${method ?? ''}"; use POST /v1/models/<name>:predict or <name>:feedback` });
   });
 
-  return app;
+  async function predict(name: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    // Only a model being served becomes a label value: callers cannot mint new series.
+    const modelLabel = opts.host.get(name) ? name : UNKNOWN_MODEL_LABEL;
+    const fail = (code: 400 | 404, body: object): FastifyReply => {
+      metrics.errors.inc({ model: modelLabel, reason: code === 400 ? 'bad_request' : 'not_found' });
+      return reply.code(code).send(body);
+    };
+    if (!isValidName(name)) return fail(400, { error: `invalid model name "${name}"` });
+    const parsed = predictBody.safeParse(req.body);
+    if (!parsed.success) return fail(400, { error: zodError(parsed.error) });
+    const rows = parsed.data.instances ?? [parsed.data.instance!];
+    const requestStarted = performance.now();
+    const result = await opts.host
+      .use(name, async (served) => {
+        const inputs = served.loaded.metadata.inputs.map((i) => i.name);
+        for (const [index, row] of rows.entries()) {
+          const missing = inputs.find((n) => !(n in row));
+          if (missing) throw new InputValidationError(missing, index, 'missing feature');
+          const extra = Object.keys(row).find((k) => !inputs.includes(k));
+          if (extra) throw new InputValidationError(extra, index, 'unknown feature');
+        }
+        const started = performance.now();
+        const prediction = await served.loaded.predict(rows);
+        const latencyMs = performance.now() - started;
+        const predictions: PredictionOutput[] =
+          prediction.task === 'classification'
+            ? prediction.labels.map((label, i) => ({
+                label,
+                probabilities: Object.fromEntries(prediction.classes.map((c, j) => [String(c), prediction.probabilities[i * prediction.classes.length + j]!])),
+              }))
+            : [...prediction.values].map((value) => ({ value }));
+        return { model: served.model, version: served.version, sha256: served.sha256, predictions, latencyMs };
+      })
+      .catch((err: unknown) => {
+        if (err instanceof InputValidationError) return { error: err.message, field: err.field } as const;
+        metrics.errors.inc({ model: modelLabel, reason: 'internal' });
+        throw err;
+      });
+    if (result === undefined) return fail(404, { error: `model "${name}" has no ${'production'} version being served` });
+    if ('error' in result) return fail(400, result);
+    const labels = { model: result.model, version: String(result.version), arm: 'production' };
+    metrics.predictions.inc(labels, result.predictions.length);
+    metrics.latency.observe(labels, (performance.now() - requestStarted) / 1000);
+    if (predictionLog) {
+      const time = new Date().toISOString();
+      predictionLog.append(
+        result.predictions.map((output, rowIndex) => ({
+          requestId: req.id,
+          rowIndex,
+          time,
+          model: result.model,
+          version: result.version,
+          sha256: result.sha256,
+          arm: 'production' as const,
+          features: rows[rowIndex]!,
+          output,
+          latencyMs: result.latencyMs,
+        })),
+      );
+    }
+    return { requestId: req.id, ...result };
+  }
+
+  async function feedback(name: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    if (!isValidName(name)) return reply.code(400).send({ error: `invalid model name "${name}"` });
+    const parsed = feedbackBody.safeParse(req.body);
+    if (!parsed.success) return reply.code(400).send({ error: zodError(parsed.error) });
+    if (!opts.host.get(name)) return reply.code(404).send({ error: `model "${name}" is not being served here` });
+    if (!opts.store) return reply.code(503).send({ error: 'feedback storage is not configured' });
+    const now = new Date();
+    const receivedAt = now.toISOString();
+    const body = parsed.data.labels.map((l) => JSON.stringify({ model: name, requestId: l.requestId, rowIndex: l.rowIndex, label: l.label, receivedAt })).join('\n') + '\n';
+    const key = keys.feedbackBatch(name, now, randomBytes(6).toString('hex'));
+    try {
+      await opts.store.put(key, body, { ifAbsent: true, contentType: 'application/x-ndjson' });
+    } catch (err) {
+      // Labels are not buffered: the client keeps them and retries.
+      req.log.warn({ err: (err as Error).message, key }, 'could not store feedback');
+      return reply.code(503).send({ error: 'could not store feedback now; retry later' });
+    }
+    return reply.code(202).send({ accepted: parsed.data.labels.length });
+  }
+
+  return { app, metrics, predictionLog };
 }

@@ -4,18 +4,51 @@ import type { Logger } from '../logger.js';
 import { Registry } from '../registry/registry.js';
 import { MinioArtifactStore } from '../store/minio-store.js';
 import { ModelHost } from './model-host.js';
-import { createServingApp } from './server.js';
+import type { ServingMetrics } from './metrics.js';
+import type { PredictionLog, PredictionLogOptions } from './prediction-log.js';
+import { buildServing } from './server.js';
 import { servingTokens } from './tokens.js';
 
 export interface RunningService {
   app: FastifyInstance;
   host: ModelHost;
+  metrics: ServingMetrics;
+  predictionLog: PredictionLog | undefined;
   url: string;
   close(): Promise<void>;
 }
 
+/** Environment knobs of the prediction log (defaults: 500 rows, 2000 ms, 100 000 rows). */
+export const PREDICTION_LOG_ENV = {
+  CONVEYOR_PREDICTION_LOG_FLUSH_ROWS: 'write a prediction log batch once this many rows are buffered (default 500)',
+  CONVEYOR_PREDICTION_LOG_FLUSH_MS: 'write buffered prediction rows, and retry failed batches, this often (default 2000)',
+  CONVEYOR_PREDICTION_LOG_MAX_ROWS: 'rows the prediction log keeps in memory while the store is unreachable; past it the oldest are dropped (default 100000)',
+} as const;
+
+export function predictionLogOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Partial<PredictionLogOptions> {
+  const read = (name: keyof typeof PREDICTION_LOG_ENV): number | undefined => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return undefined;
+    const value = Number(raw);
+    if (!Number.isSafeInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
+    return value;
+  };
+  const options: Partial<PredictionLogOptions> = {};
+  const flushRows = read('CONVEYOR_PREDICTION_LOG_FLUSH_ROWS');
+  const flushIntervalMs = read('CONVEYOR_PREDICTION_LOG_FLUSH_MS');
+  const maxBufferedRows = read('CONVEYOR_PREDICTION_LOG_MAX_ROWS');
+  if (flushRows !== undefined) options.flushRows = flushRows;
+  if (flushIntervalMs !== undefined) options.flushIntervalMs = flushIntervalMs;
+  if (maxBufferedRows !== undefined) options.maxBufferedRows = maxBufferedRows;
+  return options;
+}
+
 /** Starts the prediction service: polls the registry and serves each model's production version. */
-export async function startServing(config: Config, logger: Logger, opts: { port?: number; tokens?: string[] } = {}): Promise<RunningService> {
+export async function startServing(
+  config: Config,
+  logger: Logger,
+  opts: { port?: number; tokens?: string[]; predictionLog?: Partial<PredictionLogOptions> } = {},
+): Promise<RunningService> {
   const store = new MinioArtifactStore(config.s3);
   const host = new ModelHost(new Registry(store), store, logger);
   await host.refresh();
@@ -23,14 +56,23 @@ export async function startServing(config: Config, logger: Logger, opts: { port?
     host.refresh().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'registry poll failed; will retry'));
   }, config.serving.pollIntervalMs);
   timer.unref();
-  const app = createServingApp({ host, logger, tokens: opts.tokens ?? servingTokens(config.home) });
+  const { app, metrics, predictionLog } = buildServing({
+    host,
+    logger,
+    tokens: opts.tokens ?? servingTokens(config.home),
+    store,
+    predictionLog: { ...predictionLogOptionsFromEnv(), ...opts.predictionLog },
+  });
   const url = await app.listen({ host: config.serving.host, port: opts.port ?? config.serving.port });
   return {
     app,
     host,
+    metrics,
+    predictionLog,
     url,
     close: async () => {
       clearInterval(timer);
+      // Waits for in-flight requests, then flushes the prediction log.
       await app.close();
       await host.close();
     },

@@ -31,6 +31,15 @@ export function versionSegment(version: number): string {
   return String(version).padStart(6, '0');
 }
 
+const BATCH_SUFFIX = /^[a-z0-9]{1,32}$/;
+/** UTC date, hour and an ISO 8601 basic-format stamp (no ":" in keys) for time-partitioned logs. */
+function utcParts(time: Date, suffix: string): { day: string; hour: string; stamp: string } {
+  if (!(time instanceof Date) || Number.isNaN(time.getTime())) throw new InvalidNameError('time', String(time));
+  if (!BATCH_SUFFIX.test(suffix)) throw new InvalidNameError('batch suffix', suffix);
+  const iso = time.toISOString();
+  return { day: iso.slice(0, 10), hour: iso.slice(11, 13), stamp: `${iso.replace(/[-:]/g, '')}-${suffix}` };
+}
+
 /** Every key Conveyor writes, in one place. */
 export const keys = {
   dataset: (sha: string) => `datasets/sha256/${checkSha256(sha)}`,
@@ -55,4 +64,16 @@ export const keys = {
   runClaim: (model: string, workflowId: string) => `registry/${checkName('model', model)}/claims/${checkWorkflowId(workflowId)}.json`,
   decision: (model: string, version: number) => `registry/${checkName('model', model)}/decisions/${versionSegment(version)}.json`,
   modelsPrefix: () => 'registry/',
+  /** Served predictions, JSON lines, partitioned by UTC day and hour: predictions/<model>/<yyyy-mm-dd>/<hh>/<stamp>-<suffix>.jsonl */
+  predictionBatch: (model: string, time: Date, suffix: string) => {
+    const { day, hour, stamp } = utcParts(time, suffix);
+    return `predictions/${checkName('model', model)}/${day}/${hour}/${stamp}.jsonl`;
+  },
+  predictionsPrefix: (model: string) => `predictions/${checkName('model', model)}/`,
+  /** Ground-truth labels sent back by clients, JSON lines, by UTC day of arrival: feedback/<model>/<yyyy-mm-dd>/<stamp>-<suffix>.jsonl */
+  feedbackBatch: (model: string, time: Date, suffix: string) => {
+    const { day, stamp } = utcParts(time, suffix);
+    return `feedback/${checkName('model', model)}/${day}/${stamp}.jsonl`;
+  },
+  feedbackPrefix: (model: string) => `feedback/${checkName('model', model)}/`,
 };

@@ -1,0 +1,120 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha256Hex } from '../../src/eval/onnx-model.js';
+import { Registry } from '../../src/registry/registry.js';
+import { startServing, type RunningService } from '../../src/serving/service.js';
+import type { PredictionRecord } from '../../src/serving/prediction-log.js';
+import { keys } from '../../src/store/keys.js';
+import { MinioArtifactStore } from '../../src/store/minio-store.js';
+import { COLUMNS } from '../../examples/credit-risk/generate.js';
+import { testConfig, testLogger } from '../helpers/stack.js';
+
+const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/models/${name}`, import.meta.url));
+const MODEL_BYTES = readFileSync(fixture('credit-sklearn.onnx'));
+const METADATA_BYTES = readFileSync(fixture('credit-sklearn.metadata.json'));
+const MODEL_SHA = sha256Hex(MODEL_BYTES);
+const MODEL = 'credit-risk';
+const TOKEN = 'serving-log-test-token';
+const AUTH = { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` };
+const ROWS = [
+  { age: 78, income: 45729.94, loan_amount: 5152.29, loan_term_months: 12, credit_score: 768, employment_years: 8.7, num_open_accounts: 4, debt_to_income: 0.247, home_ownership: 'OWN', purpose: 'credit_card', region: 'east' },
+  { age: 26, income: 42580.78, loan_amount: 20459.04, loan_term_months: 48, credit_score: 611, employment_years: 5.8, num_open_accounts: 1, debt_to_income: 0.37, home_ownership: 'RENT', purpose: 'debt_consolidation', region: 'north' },
+];
+
+describe('serving prediction log and feedback, real MinIO', () => {
+  const config = testConfig('serving-log');
+  const store = new MinioArtifactStore(config.s3);
+  let serving: RunningService | undefined;
+
+  beforeAll(async () => {
+    await store.ensureBucket();
+    const registry = new Registry(store);
+    const metadataKey = keys.modelMetadata(sha256Hex(METADATA_BYTES));
+    await store.put(keys.modelBlob(MODEL_SHA), MODEL_BYTES);
+    await store.put(metadataKey, METADATA_BYTES);
+    const dataSha = sha256Hex(Buffer.from('data'));
+    await registry.registerVersion({
+      schemaVersion: 1,
+      model: MODEL,
+      task: 'classification',
+      target: 'default',
+      features: COLUMNS.filter((c) => c !== 'default'),
+      artifact: { sha256: MODEL_SHA, key: keys.modelBlob(MODEL_SHA), size: MODEL_BYTES.length, metadataKey, framework: 'scikit-learn', algorithm: 'logistic_regression' },
+      data: {
+        sha256: dataSha,
+        key: keys.dataset(dataSha),
+        source: 'credit-risk.csv',
+        format: 'csv',
+        size: 1,
+        profileKey: keys.profile(dataSha, sha256Hex(Buffer.from('schema'))),
+        rowCount: 4000,
+        split: { seed: 7, holdoutFraction: 0.25, trainKey: 't', holdoutKey: 'h', trainRows: 3000, holdoutRows: 1000 },
+      },
+      trainer: { kind: 'command', entry: 'train_sklearn.py', params: {}, codeHashes: {} },
+      code: { specHash: dataSha, gitCommit: null, gitDirty: false, pipelineFile: null },
+      evaluation: { reportKey: 'r', metrics: {}, gates: [], production: null },
+      run: { workflowId: 'wf-1', runId: 'run-1', submittedBy: 'test' },
+    });
+    await registry.moveAlias({ model: MODEL, alias: 'production', version: 1, expectedVersion: null, run: { workflowId: 'wf-p1', runId: 'run-p1' } });
+  });
+
+  afterAll(async () => {
+    await serving?.close();
+  });
+
+  it('logs answered predictions to predictions/<model>/<day>/<hour>/ and flushes them on close', async () => {
+    // Long flush interval: only close() writes the rows.
+    serving = await startServing({ ...config, serving: { ...config.serving, port: 0, pollIntervalMs: 60_000 } }, testLogger, {
+      port: 0,
+      tokens: [TOKEN],
+      predictionLog: { flushIntervalMs: 60_000 },
+    });
+    const res = await fetch(`${serving.url}/v1/models/${MODEL}:predict`, { method: 'POST', headers: AUTH, body: JSON.stringify({ instances: ROWS }) });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { requestId: string; predictions: unknown[] };
+
+    const feedback = await fetch(`${serving.url}/v1/models/${MODEL}:feedback`, {
+      method: 'POST',
+      headers: AUTH,
+      body: JSON.stringify({ labels: [{ requestId: body.requestId, rowIndex: 1, label: 0 }] }),
+    });
+    expect(feedback.status).toBe(202);
+    expect(await feedback.json()).toEqual({ accepted: 1 });
+
+    const metrics = await fetch(`${serving.url}/metrics`, { headers: AUTH });
+    expect(metrics.status).toBe(200);
+    const text = await metrics.text();
+    expect(text).toContain('conveyor_predictions_total{model="credit-risk",version="1",arm="production"} 2');
+    expect(text).toContain('conveyor_prediction_log_pending 2');
+    expect((await fetch(`${serving.url}/metrics`)).status).toBe(401);
+
+    expect(await store.list('predictions/')).toEqual([]);
+    await serving.close();
+    serving = undefined;
+
+    const written = await store.list(keys.predictionsPrefix(MODEL));
+    expect(written).toHaveLength(1);
+    expect(written[0]).toMatch(/^predictions\/credit-risk\/\d{4}-\d{2}-\d{2}\/\d{2}\/\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{12}\.jsonl$/);
+    const rows = (await store.get(written[0]!)).toString('utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as PredictionRecord);
+    expect(rows).toEqual(
+      ROWS.map((features, rowIndex) => ({
+        requestId: body.requestId,
+        rowIndex,
+        time: expect.any(String),
+        model: MODEL,
+        version: 1,
+        sha256: MODEL_SHA,
+        arm: 'production',
+        features,
+        output: body.predictions[rowIndex],
+        latencyMs: expect.any(Number),
+      })),
+    );
+    expect(written[0]).toContain(`/${rows[0]!.time.slice(0, 10)}/${rows[0]!.time.slice(11, 13)}/`);
+
+    const labels = await store.list(keys.feedbackPrefix(MODEL));
+    expect(labels).toHaveLength(1);
+    expect(JSON.parse((await store.get(labels[0]!)).toString('utf8'))).toMatchObject({ model: MODEL, requestId: body.requestId, rowIndex: 1, label: 0 });
+  });
+});
