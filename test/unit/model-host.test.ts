@@ -9,16 +9,14 @@ import { Registry } from '../../src/registry/registry.js';
 import { ModelHost, type ServedModel } from '../../src/serving/model-host.js';
 import type { ModelVersionRecord } from '../../src/shared/registry-types.js';
 import { keys } from '../../src/store/keys.js';
+import { fixtureVersionDraft } from '../helpers/fixture-model.js';
 import { MemoryArtifactStore } from '../../src/store/memory-store.js';
-import { COLUMNS } from '../../examples/credit-risk/generate.js';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/models/${name}`, import.meta.url));
 const MODEL_BYTES = readFileSync(fixture('credit-sklearn.onnx'));
 const METADATA_BYTES = readFileSync(fixture('credit-sklearn.metadata.json'));
 const MODEL_SHA = sha256Hex(MODEL_BYTES);
 const MODEL = 'credit-risk';
-// The generator's columns, less the target: the fixture model's inputs.
-const FEATURES = COLUMNS.filter((c) => c !== 'default');
 
 // Rows from examples/credit-risk/data/credit-risk.csv
 const ROWS = [
@@ -58,29 +56,7 @@ async function registerModel(run: string, blob: Buffer, claimedSha: string, blob
   const metadataKey = keys.modelMetadata(sha256Hex(METADATA_BYTES));
   await store.put(blobKey, blob);
   await store.put(metadataKey, METADATA_BYTES);
-  const dataSha = sha256Hex(Buffer.from('data'));
-  return registry.registerVersion({
-    schemaVersion: 1,
-    model: MODEL,
-    task: 'classification',
-    target: 'default',
-    features: FEATURES,
-    artifact: { sha256: claimedSha, key: blobKey, size: blob.length, metadataKey, framework: 'scikit-learn', algorithm: 'logistic_regression' },
-    data: {
-      sha256: dataSha,
-      key: keys.dataset(dataSha),
-      source: 'credit-risk.csv',
-      format: 'csv',
-      size: 1,
-      profileKey: keys.profile(dataSha, sha256Hex(Buffer.from('schema'))),
-      rowCount: 4000,
-      split: { seed: 7, holdoutFraction: 0.25, trainKey: 't', holdoutKey: 'h', trainRows: 3000, holdoutRows: 1000 },
-    },
-    trainer: { kind: 'command', entry: 'train_sklearn.py', params: {}, codeHashes: {} },
-    code: { specHash: dataSha, gitCommit: null, gitDirty: false, pipelineFile: null },
-    evaluation: { reportKey: 'r', metrics: {}, gates: [], production: null },
-    run: { workflowId: `wf-${run}`, runId: `run-${run}`, submittedBy: 'test' },
-  });
+  return registry.registerVersion(fixtureVersionDraft({ model: MODEL, artifact: { sha256: claimedSha, key: blobKey, size: blob.length, metadataKey }, run }));
 }
 
 async function promote(version: number, expectedVersion: number | null): Promise<void> {

@@ -11,14 +11,13 @@ import { buildServing, type Serving } from '../../src/serving/server.js';
 import type { PutOptions } from '../../src/store/artifact-store.js';
 import { InvalidNameError, keys } from '../../src/store/keys.js';
 import { MemoryArtifactStore } from '../../src/store/memory-store.js';
-import { COLUMNS } from '../../examples/credit-risk/generate.js';
+import { fixtureVersionDraft } from '../helpers/fixture-model.js';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/models/${name}`, import.meta.url));
 const MODEL_BYTES = readFileSync(fixture('credit-sklearn.onnx'));
 const METADATA_BYTES = readFileSync(fixture('credit-sklearn.metadata.json'));
 const MODEL_SHA = sha256Hex(MODEL_BYTES);
 const MODEL = 'credit-risk';
-const FEATURES = COLUMNS.filter((c) => c !== 'default');
 const TOKEN = 'a-long-enough-test-token-123';
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 const ROWS = [
@@ -47,29 +46,9 @@ async function serveFixture(): Promise<void> {
   const metadataKey = keys.modelMetadata(sha256Hex(METADATA_BYTES));
   await store.put(keys.modelBlob(MODEL_SHA), MODEL_BYTES);
   await store.put(metadataKey, METADATA_BYTES);
-  const dataSha = sha256Hex(Buffer.from('data'));
-  await registry.registerVersion({
-    schemaVersion: 1,
-    model: MODEL,
-    task: 'classification',
-    target: 'default',
-    features: FEATURES,
-    artifact: { sha256: MODEL_SHA, key: keys.modelBlob(MODEL_SHA), size: MODEL_BYTES.length, metadataKey, framework: 'scikit-learn', algorithm: 'logistic_regression' },
-    data: {
-      sha256: dataSha,
-      key: keys.dataset(dataSha),
-      source: 'credit-risk.csv',
-      format: 'csv',
-      size: 1,
-      profileKey: keys.profile(dataSha, sha256Hex(Buffer.from('schema'))),
-      rowCount: 4000,
-      split: { seed: 7, holdoutFraction: 0.25, trainKey: 't', holdoutKey: 'h', trainRows: 3000, holdoutRows: 1000 },
-    },
-    trainer: { kind: 'command', entry: 'train_sklearn.py', params: {}, codeHashes: {} },
-    code: { specHash: dataSha, gitCommit: null, gitDirty: false, pipelineFile: null },
-    evaluation: { reportKey: 'r', metrics: {}, gates: [], production: null },
-    run: { workflowId: 'wf-1', runId: 'run-1', submittedBy: 'test' },
-  });
+  await registry.registerVersion(
+    fixtureVersionDraft({ model: MODEL, artifact: { sha256: MODEL_SHA, key: keys.modelBlob(MODEL_SHA), size: MODEL_BYTES.length, metadataKey }, run: '1' }),
+  );
   await registry.moveAlias({ model: MODEL, alias: 'production', version: 1, expectedVersion: null, run: { workflowId: 'wf-p1', runId: 'run-p1' } });
   host = new ModelHost(registry, store, logger);
   await host.refresh();
