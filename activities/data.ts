@@ -81,10 +81,13 @@ export function dataActivities(deps: ActivityDeps) {
   const cacheDir = join(deps.workDir, 'cache', 'datasets');
 
   /** Returns a local path holding the dataset's exact bytes (verified by hash). */
+  const cachePath = (sha256: string, format: string): string => join(cacheDir, `${sha256}.${format}`);
+
   async function materialize(dataset: DatasetRef): Promise<string> {
     await mkdir(cacheDir, { recursive: true });
-    const path = join(cacheDir, `${dataset.sha256}.${dataset.format}`);
-    if (existsSync(path) && (await sha256File(path)) === dataset.sha256) return path;
+    const path = cachePath(dataset.sha256, dataset.format);
+    // Only verified bytes are ever renamed into the cache, so a hit needs no second hash.
+    if (existsSync(path)) return path;
     const partial = `${path}.${randomUUID()}.download`;
     await deps.store.getToFile(dataset.key, partial);
     const actual = await sha256File(partial);
@@ -143,6 +146,9 @@ export function dataActivities(deps: ActivityDeps) {
             } catch (err) {
               if (!(err instanceof PreconditionFailedError)) throw err;
             }
+            // The copy was hashed as it was written: keep it, so validation on this worker need not download it.
+            await mkdir(cacheDir, { recursive: true });
+            if (!existsSync(cachePath(sha256, format))) await rename(copy, cachePath(sha256, format));
             log.info({ dataVersion: sha256, size, source: input.source }, 'dataset stored');
             return ref;
           });

@@ -4,7 +4,8 @@ import type { PipelineSpec } from '../src/spec/schema.js';
 import { keys } from '../src/store/keys.js';
 import { featureColumns } from '../src/data/features.js';
 import { readSplitRows, type Row } from '../src/data/read-rows.js';
-import { loadModel, parseModelMetadata, type Prediction } from '../src/eval/onnx-model.js';
+import type { Prediction } from '../src/eval/onnx-model.js';
+import { loadStoredModel, type StoredModelRef } from '../src/eval/stored-model.js';
 import { classificationMetrics, regressionMetrics, sliceMetrics } from '../src/eval/metrics.js';
 import { evaluateGates } from '../src/eval/gates.js';
 import type { ActivityDeps } from './deps.js';
@@ -41,10 +42,8 @@ function scalarMetrics(metrics: object): Metrics {
 }
 
 export function evaluationActivities(deps: ActivityDeps) {
-  async function predictWith(artifact: { key: string; sha256: string; metadataKey: string }, rows: Row[]): Promise<Prediction> {
-    const [bytes, metadataBytes] = await Promise.all([deps.store.get(artifact.key), deps.store.get(artifact.metadataKey)]);
-    // loadModel verifies the SHA-256 before the bytes reach onnxruntime.
-    const model = await loadModel(bytes, artifact.sha256, parseModelMetadata(JSON.parse(metadataBytes.toString('utf8'))));
+  async function predictWith(artifact: StoredModelRef, rows: Row[]): Promise<Prediction> {
+    const model = await loadStoredModel(deps.store, artifact);
     try {
       return await model.predict(rows);
     } finally {

@@ -133,7 +133,3 @@ export function registryActivities(deps: ActivityDeps) {
     },
   };
 }
-
-export function notFound(message: string): ApplicationFailure {
-  return ApplicationFailure.create({ type: ErrorType.NotFound, message, nonRetryable: true });
-}

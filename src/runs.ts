@@ -4,7 +4,7 @@ import { WorkflowFailedError, type Client, type WorkflowHandle, type WorkflowHan
 import { ApplicationFailure, CancelledFailure, TerminatedFailure, TimeoutFailure } from '@temporalio/common';
 import type { Config } from './config.js';
 import { pipelineWorkflowId } from './shared/constants.js';
-import { ErrorType, RunOutcome } from './shared/errors.js';
+import { OUTCOME_BY_ERROR_TYPE, RunOutcome } from './shared/errors.js';
 import { modelSearchAttribute } from './shared/search-attributes.js';
 import type { LoadedPipeline } from './spec/load.js';
 import { approveUpdate, rejectUpdate, statusQuery, type DecisionRequest, type DecisionResult, type PipelineStatus } from '../workflows/messages.js';
@@ -63,14 +63,8 @@ export function describeFailure(cause: unknown): RunEnd {
   let inner: unknown = cause;
   while (inner instanceof Error && !(inner instanceof ApplicationFailure) && inner.cause) inner = inner.cause;
   const failure = inner instanceof ApplicationFailure ? inner : undefined;
-  const outcomes: Record<string, RunOutcome> = {
-    [ErrorType.DataValidation]: RunOutcome.DataInvalid,
-    [ErrorType.GateFailed]: RunOutcome.GateFailed,
-    [ErrorType.ApprovalRejected]: RunOutcome.Rejected,
-    [ErrorType.ApprovalExpired]: RunOutcome.Expired,
-  };
   return {
-    outcome: (failure?.type && outcomes[failure.type]) || RunOutcome.Failed,
+    outcome: (failure?.type && OUTCOME_BY_ERROR_TYPE[failure.type]) || RunOutcome.Failed,
     message: failure?.message ?? (cause instanceof Error ? cause.message : String(cause)),
     ...(failure?.type ? { failureType: failure.type } : {}),
   };
@@ -80,49 +74,23 @@ export async function runStatus(handle: WorkflowHandle): Promise<PipelineStatus>
   return handle.query(statusQuery);
 }
 
-/**
- * Finds the run awaiting a decision on model@version. Queries need a worker polling the
- * run's task queue; when some runs could not be queried and none matched, that is the
- * error reported, not "no run is awaiting".
- */
-export async function findAwaitingRun(client: Client, model: string, version: number): Promise<WorkflowHandle<typeof modelPipeline>> {
-  const query = `${modelSearchAttribute.name} = '${model.replace(/'/g, '')}' AND ExecutionStatus = 'Running'`;
-  const failures: Array<{ workflowId: string; taskQueue: string; error: unknown }> = [];
-  for await (const execution of client.workflow.list({ query })) {
-    const handle = client.workflow.getHandle<typeof modelPipeline>(execution.workflowId, execution.runId);
-    let status: PipelineStatus;
-    try {
-      status = await handle.query(statusQuery);
-    } catch (error) {
-      failures.push({ workflowId: execution.workflowId, taskQueue: execution.taskQueue, error });
-      continue;
-    }
-    if (status.awaitingApproval?.version === version) return handle;
-  }
-  const first = failures[0];
-  if (first) {
-    const err = first.error;
-    const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : '';
-    const message = err instanceof Error ? `${err.message}${cause}` : String(err);
-    throw new Error(
-      `could not query ${failures.length} running run(s) of ${model} to find the one awaiting a decision on version ${version} ` +
-        `(is a worker running on task queue ${first.taskQueue}?): ${first.workflowId}: ${message}`,
-    );
-  }
-  throw new Error(`no run of ${model} is awaiting a decision on version ${version}`);
-}
-
 export async function decide(
   handle: WorkflowHandle,
   kind: 'approve' | 'reject',
   request: Omit<DecisionRequest, 'sha256'> & { sha256?: string },
 ): Promise<DecisionResult> {
-  const status = await handle.query(statusQuery);
-  const sha256 = request.sha256 ?? status.awaitingApproval?.sha256 ?? status.artifactSha256 ?? '';
+  // Only ask the run for the candidate's hash when the caller did not bind the decision to one.
+  const sha256 = request.sha256 ?? (await candidateSha256(handle));
   const update = kind === 'approve' ? approveUpdate : rejectUpdate;
-  // The update id makes a repeated decision idempotent: Temporal returns the first result.
-  return handle.executeUpdate(update, {
-    args: [{ ...request, sha256 }],
-    updateId: `${kind}-${request.model}-${request.version}-${request.reviewer}`,
-  });
+  return handle.executeUpdate(update, { args: [{ ...request, sha256 }], updateId: decisionUpdateId(kind, request.model, request.version, request.reviewer) });
+}
+
+async function candidateSha256(handle: WorkflowHandle): Promise<string> {
+  const status = await handle.query(statusQuery);
+  return status.awaitingApproval?.sha256 ?? status.artifactSha256 ?? '';
+}
+
+/** One decision per reviewer, kind and version: a repeat with this id gets Temporal's first result. */
+export function decisionUpdateId(kind: 'approve' | 'reject', model: string, version: number, reviewer: string): string {
+  return `${kind}-${model}-${version}-${reviewer}`;
 }

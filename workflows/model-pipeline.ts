@@ -13,7 +13,7 @@ import {
 import type { PipelineActivities } from '../activities/index.js';
 import { STAGES, STAGE_STATE, type StageName } from '../src/shared/constants.js';
 import { durationMs } from '../src/shared/duration.js';
-import { ErrorType, RunOutcome } from '../src/shared/errors.js';
+import { ErrorType, OUTCOME_BY_ERROR_TYPE, RunOutcome } from '../src/shared/errors.js';
 import type { AliasRecord, CodeVersion, ModelVersionRecord } from '../src/shared/registry-types.js';
 import type { PipelineSpec } from '../src/spec/schema.js';
 import { stageSearchAttribute } from '../src/shared/search-attributes.js';
@@ -303,10 +303,8 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
 function outcomeOf(err: unknown): RunOutcome {
   let cause: unknown = err;
   while (cause instanceof Error) {
-    if (cause instanceof ApplicationFailure) {
-      if (cause.type === ErrorType.DataValidation) return RunOutcome.DataInvalid;
-      if (cause.type === ErrorType.GateFailed) return RunOutcome.GateFailed;
-    }
+    const outcome = cause instanceof ApplicationFailure && cause.type ? OUTCOME_BY_ERROR_TYPE[cause.type] : undefined;
+    if (outcome) return outcome;
     cause = cause.cause;
   }
   return RunOutcome.Failed;

@@ -8,9 +8,9 @@ import { VersionNotFoundError } from '../registry/registry.js';
 import { ArchiveRefusedError, InvalidVersionMetaError, VersionMetaConflictError } from '../registry/version-meta.js';
 import { InvalidNameError } from '../store/keys.js';
 import type { ApiDeps } from './deps.js';
-import { ApiError, badRequest, defineRoute, describeIssues, ok, type Access, type RouteSpec } from './http.js';
+import { ApiError, defineRoute, invalid, ok, zodIssues, type Access, type RouteSpec } from './http.js';
 import { buildOpenApiDocument } from './openapi.js';
-import { Authorizer } from './policy.js';
+import { Authorizer, type ModelAction } from './policy.js';
 import { modelRoutes } from './routes-models.js';
 import { runRoutes } from './routes-runs.js';
 import { healthResponse } from './schemas.js';
@@ -42,7 +42,7 @@ const publicRoutes: RouteSpec[] = [
     tag: 'meta',
     access: 'public',
     responses: { 200: { description: 'The OpenAPI 3.1 document.', contentType: 'application/json' } },
-    handler: async () => ok((openApiDocument ??= buildOpenApiDocument(API_ROUTES, { version: API_DOC_VERSION }))),
+    handler: async () => ok(apiOpenApiDocument()),
   }),
 ];
 
@@ -55,10 +55,7 @@ export function apiOpenApiDocument(): Record<string, unknown> {
 
 function validate<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
   const parsed = schema.safeParse(value);
-  if (!parsed.success) {
-    const { error, issues } = describeIssues(parsed.error, '');
-    throw badRequest(error, { issues: issues.map((i) => ({ ...i, field: i.field || where })) });
-  }
+  if (!parsed.success) throw invalid(zodIssues(parsed.error, where));
   return parsed.data;
 }
 
@@ -140,6 +137,7 @@ export function createApiApp(deps: ApiDeps): FastifyInstance {
   });
 
   for (const route of API_ROUTES) {
+    const modelAccess: ModelAction | undefined = route.access === 'read' || route.access === 'operate' ? route.access : undefined;
     app.route({
       method: route.method,
       url: route.path,
@@ -153,16 +151,16 @@ export function createApiApp(deps: ApiDeps): FastifyInstance {
         const body = route.body ? validate(route.body, rawBody, 'body') : undefined;
 
         let authorized = false;
-        const authorize = (action: 'read' | 'operate', model: string): void => {
+        const authorize = (action: ModelAction, model: string): void => {
           authz.require(caller, action, model);
           authorized = true;
         };
         const model = (params as { model?: unknown } | undefined)?.model;
-        if ((route.access === 'read' || route.access === 'operate') && typeof model === 'string') authorize(route.access, model);
+        if (modelAccess && typeof model === 'string') authorize(modelAccess, model);
 
         const res = await route.handler({ deps, authz, caller, params, query, body, req, log: req.log, authorize });
-        if ((route.access === 'read' || route.access === 'operate') && !authorized) {
-          throw new Error(`route ${route.operationId} returned without checking the ${route.access} right`);
+        if (modelAccess && !authorized) {
+          throw new Error(`route ${route.operationId} returned without checking the ${modelAccess} right`);
         }
         reply.code(res.status);
         for (const [name, value] of Object.entries(res.headers ?? {})) reply.header(name, value);

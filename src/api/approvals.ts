@@ -1,18 +1,17 @@
-import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/common';
 import type { z } from 'zod';
 import type { Identity } from '../auth/tokens.js';
 import { VersionNotFoundError } from '../registry/registry.js';
-import { decide } from '../runs.js';
 import type { ModelVersionRecord } from '../shared/registry-types.js';
 import { modelSearchAttribute } from '../shared/search-attributes.js';
-import type { AwaitingApproval, DecisionRequest, DecisionResult, PipelineStatus } from '../../workflows/messages.js';
+import { approveUpdate, rejectUpdate, type AwaitingApproval, type DecisionRequest, type DecisionResult, type PipelineStatus } from '../../workflows/messages.js';
 import type { modelPipeline } from '../../workflows/index.js';
 import type { ApiDeps } from './deps.js';
-import { badRequest, forbidden, notFound } from './http.js';
+import { badRequest, notFound } from './http.js';
 import { errorText, PIPELINE_WORKFLOW_TYPE, queryStatus } from './pipeline-runs.js';
 import type { Authorizer } from './policy.js';
 import type { approvalItem, decisionResponse, metricComparison } from './schemas.js';
+import { decisionUpdateId } from '../runs.js';
 
 /** Bounds the work of one listing; a namespace with more running pipelines needs paging (not yet). */
 const MAX_RUNS_LISTED = 500;
@@ -150,16 +149,19 @@ export async function decideVersion(
   }
   const { workflowId, runId } = record.run;
   const handle = deps.client.workflow.getHandle<typeof modelPipeline>(workflowId, runId);
-  const updateId = `${kind}-${model}-${version}-${caller.identity}`;
+  // Same id as the CLI's decide(): a repeated decision is idempotent, whoever sends it.
+  const updateId = decisionUpdateId(kind, model, version, caller.identity);
 
   // The same request again (same update id) answers with the first result, even after the run moved on.
-  try {
-    const first = await handle.getUpdateHandle<DecisionResult>(updateId).result();
-    return { ...first, workflowId, runId };
-  } catch (err) {
-    if (err instanceof WorkflowUpdateFailedError) throw forbidden(err.cause?.message ?? err.message);
-    if (!(err instanceof WorkflowNotFoundError)) throw err;
-  }
+  // (A refused update, WorkflowUpdateFailedError, is a 403 from the error handler.)
+  const first = await handle
+    .getUpdateHandle<DecisionResult>(updateId)
+    .result()
+    .catch((err: unknown) => {
+      if (err instanceof WorkflowNotFoundError) return null;
+      throw err;
+    });
+  if (first) return { ...first, workflowId, runId };
 
   let status: PipelineStatus;
   try {
@@ -183,11 +185,7 @@ export async function decideVersion(
     groups: [...caller.groups],
     ...(comment ? { comment } : {}),
   };
-  try {
-    const result = await decide(handle, kind, request);
-    return { ...result, workflowId, runId };
-  } catch (err) {
-    if (err instanceof WorkflowUpdateFailedError) throw forbidden(err.cause?.message ?? err.message);
-    throw err;
-  }
+  // Not runs.decide(): it queries the status again for a sha256 this request already has.
+  const result = await handle.executeUpdate(kind === 'approve' ? approveUpdate : rejectUpdate, { args: [request], updateId });
+  return { ...result, workflowId, runId };
 }

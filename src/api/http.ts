@@ -92,8 +92,17 @@ export function defineRoute<P extends z.ZodType | undefined = undefined, Q exten
 
 export const ok = (body: unknown, status = 200): ApiResponse => ({ status, body });
 
-/** "field.path: message" for the first few issues; the field is always named. */
-export function describeIssues(error: z.ZodError, prefix: string): { error: string; issues: Array<{ field: string; message: string }> } {
-  const issues = error.issues.map((i) => ({ field: [prefix, ...i.path.map(String)].filter(Boolean).join('.') || prefix, message: i.message }));
-  return { error: issues.slice(0, 5).map((i) => `${i.field}: ${i.message}`).join('; '), issues };
+export interface Issue {
+  field: string;
+  message: string;
+}
+
+/** 400 whose message names the first few offending fields; every issue is in `issues`. */
+export function invalid(issues: Issue[]): ApiError {
+  return badRequest(issues.slice(0, 5).map((i) => `${i.field}: ${i.message}`).join('; '), { issues });
+}
+
+/** A zod error as issues; an issue on the value as a whole is named `where`. */
+export function zodIssues(error: z.ZodError, where: string): Issue[] {
+  return error.issues.map((i) => ({ field: i.path.map(String).filter(Boolean).join('.') || where, message: i.message }));
 }

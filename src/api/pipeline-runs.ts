@@ -12,17 +12,10 @@ import { startPipeline } from '../runs.js';
 import { statusQuery, type PipelineStatus } from '../../workflows/messages.js';
 import type { modelPipeline } from '../../workflows/index.js';
 import type { ApiDeps } from './deps.js';
-import { badRequest, conflict, notFound, type ApiError } from './http.js';
+import { conflict, invalid, notFound, type Issue } from './http.js';
 
 export const PIPELINE_WORKFLOW_TYPE = 'modelPipeline';
 const DEFAULT_QUERY_TIMEOUT_MS = 5000;
-
-export type PipelineRunHandle = WorkflowHandle<typeof modelPipeline>;
-
-export interface Issue {
-  field: string;
-  message: string;
-}
 
 function specIssues(err: InvalidSpecError): Issue[] {
   return err.issues
@@ -33,10 +26,6 @@ function specIssues(err: InvalidSpecError): Issue[] {
       const path = at < 0 ? '' : line.slice(0, at);
       return { field: path === '' || path === '(spec)' ? 'spec' : `spec.${path}`, message: at < 0 ? line : line.slice(at + 2) };
     });
-}
-
-function invalid(issues: Issue[]): ApiError {
-  return badRequest(issues.slice(0, 5).map((i) => `${i.field}: ${i.message}`).join('; '), { issues });
 }
 
 // Percent-encoded bytes, control characters, backslashes and dot segments have no
@@ -90,16 +79,14 @@ export function apiPathIssues(spec: PipelineSpec): Issue[] {
   return issues;
 }
 
-/** Validates a spec submitted through the API: the spec validator first, then the API's path rules. */
+/** Validates a spec submitted through the API (the API's path rules are `checkApiPaths`, after the operate check). */
 export function parseApiSpec(raw: unknown): PipelineSpec {
-  let spec: PipelineSpec;
   try {
-    spec = parsePipelineSpec(raw);
+    return parsePipelineSpec(raw);
   } catch (err) {
     if (err instanceof InvalidSpecError) throw invalid(specIssues(err));
     throw err;
   }
-  return spec;
 }
 
 export function checkApiPaths(spec: PipelineSpec): void {
@@ -145,8 +132,8 @@ export async function startApiRun(
   }
 }
 
-export interface DescribedRun {
-  handle: PipelineRunHandle;
+interface DescribedRun {
+  handle: WorkflowHandle<typeof modelPipeline>;
   desc: WorkflowExecutionDescription;
   model: string;
 }

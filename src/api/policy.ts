@@ -15,10 +15,9 @@ import { forbidden } from './http.js';
  * choosing that approval policy for a run that moves production.
  */
 export const ADMIN_GROUP = 'admin';
-export const MODEL_ACTIONS = ['read', 'operate'] as const;
-export type ModelAction = (typeof MODEL_ACTIONS)[number];
+export type ModelAction = 'read' | 'operate';
 
-const NAME_RULE = 'must be 1-63 characters of a-z, 0-9, "-" or "_", starting with a letter or digit';
+export const NAME_RULE = 'must be 1-63 characters of a-z, 0-9, "-" or "_", starting with a letter or digit';
 const group = z.string().regex(NAME_PATTERN, NAME_RULE);
 
 const productionRuleSchema = z.strictObject({

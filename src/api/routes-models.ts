@@ -1,30 +1,28 @@
 import { buildLineage } from '../registry/lineage.js';
 import { metricsByVersion, productionTimeline, versionAt } from '../registry/history.js';
-import { buildModelCard, loadEvaluationReport } from '../registry/model-card.js';
+import { buildModelCard, loadEvaluationReport, type ModelCard } from '../registry/model-card.js';
 import { AliasConflictError, type Registry } from '../registry/registry.js';
-import { readVersionMeta, VersionMetaStore } from '../registry/version-meta.js';
+import { readVersionMeta, VersionMetaStore, type VersionMeta } from '../registry/version-meta.js';
 import type { AliasRecord } from '../shared/registry-types.js';
 import { ALIASES } from '../shared/constants.js';
-import { isValidName } from '../shared/names.js';
-import { keys } from '../store/keys.js';
-import type { ArtifactStore } from '../store/artifact-store.js';
+import type { ApiDeps } from './deps.js';
 import { conflict, defineRoute, forbidden, notFound, ok, type RouteSpec } from './http.js';
 import * as s from './schemas.js';
 
 const TAG = 'models';
 const notFoundResponse = { description: 'No such model or version.', schema: s.errorResponse };
 
+const modelNotFound = (model: string) => notFound(`model "${model}" has no registered versions`);
+
 async function requireModel(registry: Registry, model: string): Promise<number[]> {
   const versions = await registry.listVersions(model);
-  if (versions.length === 0) throw notFound(`model "${model}" has no registered versions`);
+  if (versions.length === 0) throw modelNotFound(model);
   return versions;
 }
 
-/** Names of the aliases a model has ever had (one log per alias). */
-async function aliasNames(store: ArtifactStore, model: string): Promise<string[]> {
-  const prefix = keys.aliasesPrefix(model);
-  const found = await store.listPrefixes(prefix);
-  return found.map((p) => p.slice(prefix.length).replace(/\/$/, '')).filter(isValidName);
+async function loadModelCard(deps: ApiDeps, model: string, version: number): Promise<ModelCard> {
+  const lineage = await buildLineage(deps.registry, deps.store, model, version);
+  return buildModelCard(lineage, await loadEvaluationReport(deps.store, lineage.evaluation.reportKey));
 }
 
 export const modelRoutes: RouteSpec[] = [
@@ -61,17 +59,14 @@ export const modelRoutes: RouteSpec[] = [
     handler: async ({ deps, params }) => {
       const { model } = params;
       const numbers = await requireModel(deps.registry, model);
-      const [records, metas, deployments, names] = await Promise.all([
+      const [records, metas, deployments] = await Promise.all([
         Promise.all(numbers.map((v) => deps.registry.getVersion(model, v))),
         Promise.all(numbers.map((v) => readVersionMeta(deps.store, model, v))),
         deps.registry.listDeployments(model),
-        aliasNames(deps.store, model),
       ]);
+      // Every alias move is a deployment record: where an alias points now is its last entry (highest seq).
       const aliases: Record<string, AliasRecord> = {};
-      for (const name of names) {
-        const current = await deps.registry.getAlias(model, name);
-        if (current) aliases[name] = current;
-      }
+      for (const d of deployments) if ((aliases[d.alias]?.seq ?? 0) < d.seq) aliases[d.alias] = d;
       const versions = records.map((r, i) => ({
         version: r.version,
         createdAt: r.createdAt,
@@ -125,10 +120,7 @@ export const modelRoutes: RouteSpec[] = [
     access: 'read',
     params: s.versionParams,
     responses: { 200: { description: 'The model card.', schema: s.modelCardResponse }, 404: notFoundResponse },
-    handler: async ({ deps, params }) => {
-      const lineage = await buildLineage(deps.registry, deps.store, params.model, params.version);
-      return ok(buildModelCard(lineage, await loadEvaluationReport(deps.store, lineage.evaluation.reportKey)).json);
-    },
+    handler: async ({ deps, params }) => ok((await loadModelCard(deps, params.model, params.version)).json),
   }),
 
   defineRoute({
@@ -141,8 +133,7 @@ export const modelRoutes: RouteSpec[] = [
     params: s.versionParams,
     responses: { 200: { description: 'The model card as GitHub-flavoured Markdown.', contentType: 'text/markdown' }, 404: notFoundResponse },
     handler: async ({ deps, params }) => {
-      const lineage = await buildLineage(deps.registry, deps.store, params.model, params.version);
-      const card = buildModelCard(lineage, await loadEvaluationReport(deps.store, lineage.evaluation.reportKey));
+      const card = await loadModelCard(deps, params.model, params.version);
       return { status: 200, body: card.markdown, contentType: 'text/markdown; charset=utf-8' };
     },
   }),
@@ -158,9 +149,9 @@ export const modelRoutes: RouteSpec[] = [
     query: s.historyQuery,
     responses: { 200: { description: 'Timeline (oldest first) and metrics by version.', schema: s.historyResponse }, 404: notFoundResponse },
     handler: async ({ deps, params, query }) => {
-      await requireModel(deps.registry, params.model);
       const alias = query.alias ?? ALIASES.production;
       const [timeline, metrics] = await Promise.all([productionTimeline(deps.registry, params.model, alias), metricsByVersion(deps.registry, params.model)]);
+      if (metrics.length === 0) throw modelNotFound(params.model); // one entry per version
       const at = query.at ? { time: query.at, version: versionAt(timeline, query.at) } : undefined;
       return ok({ model: params.model, alias, timeline, metrics, ...(at ? { at } : {}) });
     },
@@ -191,7 +182,7 @@ export const modelRoutes: RouteSpec[] = [
       if (params.alias === ALIASES.production && !authz.isAdmin(caller)) {
         throw forbidden('the production alias is moved by pipeline runs (after evaluation and approval); only members of "admin" may move it through the API');
       }
-      await deps.registry.getVersion(params.model, body.version); // 404 before anything is written
+      // A version that does not exist has empty (unarchived) metadata; moveAlias then 404s before writing.
       const meta = await readVersionMeta(deps.store, params.model, body.version);
       if (meta.archived) throw conflict(`${params.model}@${body.version} is archived; unarchive it before pointing an alias at it`);
       try {
@@ -236,13 +227,14 @@ export const modelRoutes: RouteSpec[] = [
       const { model, version } = params;
       const metaStore = new VersionMetaStore(deps.store, deps.registry);
       const by = caller.identity;
-      let meta = await metaStore.get(model, version);
+      let meta: VersionMeta | undefined;
       if (body.archived === true) meta = await metaStore.archive(model, version, by, body.archiveReason ?? '');
       if (body.archived === false) meta = await metaStore.unarchive(model, version, by);
       if (body.tags && Object.keys(body.tags).length) meta = await metaStore.setTags(model, version, body.tags, by);
       if (body.removeTags?.length) meta = await metaStore.removeTags(model, version, body.removeTags, by);
       if (body.description !== undefined) meta = await metaStore.setDescription(model, version, body.description, by);
-      return ok(meta);
+      // Only read when no edit ran (e.g. `tags: {}`): each edit returns the metadata it left.
+      return ok(meta ?? (await metaStore.get(model, version)));
     },
   }),
 ];

@@ -3,13 +3,13 @@ import { MAX_DESCRIPTION_LENGTH, MAX_REASON_LENGTH, MAX_TAGS, MAX_TAG_VALUE_LENG
 import { NAME_PATTERN } from '../shared/names.js';
 import { pipelineSpecSchema } from '../spec/schema.js';
 import { checkWorkflowId } from '../store/keys.js';
+import { NAME_RULE } from './policy.js';
 
 /**
  * Every request and response shape of the API, once: the routes validate with these
  * and the OpenAPI document is generated from them.
  */
 
-const NAME_RULE = 'must be 1-63 characters of a-z, 0-9, "-" or "_", starting with a letter or digit';
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 // C0/C1 control characters, except \t and \n in free text.
 const CONTROL_EXCEPT_NEWLINE_TAB = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;

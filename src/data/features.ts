@@ -42,7 +42,7 @@ export function parsedSql(text: string, type: DeclaredType): string {
   }
 }
 
-export function validSql(text: string, parsed: string, type: DeclaredType): string {
+function validSql(text: string, parsed: string, type: DeclaredType): string {
   if (type === 'categorical') return 'true';
   // DuckDB rounds '1.5' to 2 when casting text to BIGINT, so integrality is checked on the double
   const integral =

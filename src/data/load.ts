@@ -59,10 +59,8 @@ export async function openDataset(path: string, format: 'csv' | 'parquet'): Prom
       const text = errorText(err).split(/\n\s*Possible fixes:/)[0]!.trim();
       throw new DataError([{ rule: 'parse', message: `cannot read ${format} file: ${text}`, details: { path } }]);
     }
-    const reader = await connection.runAndReadAll(`SELECT count(*)::BIGINT AS n FROM ${DATASET_TABLE}`);
-    const rowCount = Number(reader.getRowObjectsJS()[0]?.['n'] ?? 0);
+    const { columns, rowCount } = await tableShape(connection, DATASET_TABLE);
     if (rowCount === 0) throw emptyError();
-    const columns = (await connection.runAndReadAll(`SELECT * FROM ${DATASET_TABLE} LIMIT 0`)).columnNames();
     // such a column would shadow DuckDB's rowid, which carries the file order
     const shadowing = columns.find((c) => c.toLowerCase() === 'rowid');
     if (shadowing !== undefined) {
@@ -75,9 +73,20 @@ export async function openDataset(path: string, format: 'csv' | 'parquet'): Prom
   }
 }
 
-/** Same as dataset.close(). */
-export function close(dataset: Dataset): void {
-  dataset.close();
+/** First row of a query's result as a JS object; {} when there is none. */
+export async function firstRow(
+  conn: DuckDBConnection,
+  sql: string,
+  params: Parameters<DuckDBConnection['run']>[1] = [],
+): Promise<Record<string, unknown>> {
+  return (await conn.runAndReadAll(sql, params)).getRowObjectsJS()[0] ?? {};
+}
+
+/** A table's column names (in order) and row count. */
+export async function tableShape(conn: DuckDBConnection, table: string): Promise<{ columns: string[]; rowCount: number }> {
+  const columns = (await conn.runAndReadAll(`SELECT * FROM ${quoteIdent(table)} LIMIT 0`)).columnNames();
+  const rowCount = Number((await firstRow(conn, `SELECT count(*) AS n FROM ${quoteIdent(table)}`))['n'] ?? 0);
+  return { columns, rowCount };
 }
 
 function emptyError(): DataError {

@@ -1,22 +1,19 @@
 import type { DuckDBConnection } from '@duckdb/node-api';
 import type { ColumnSpec, PipelineSpec } from '../spec/schema.js';
 import { columnRelation, featureKind } from './features.js';
-import { DATASET_TABLE, DataError, quoteIdent } from './load.js';
+import { DATASET_TABLE, DataError, firstRow, tableShape } from './load.js';
 import type { CategoricalColumnProfile, DatasetProfile, NumericColumnProfile, Quantiles } from './types.js';
 
 const QUANTILES = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99];
 const DECILES = [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1];
 const DOMAIN_LIMIT = 200;
 
-type Row = Record<string, unknown>;
-
 /** Profiles every schema column by its declared type; the table must hold them all. */
 export async function profileDataset(conn: DuckDBConnection, spec: PipelineSpec, table: string = DATASET_TABLE): Promise<DatasetProfile> {
-  const present = (await conn.runAndReadAll(`SELECT * FROM ${quoteIdent(table)} LIMIT 0`)).columnNames();
+  const { columns: present, rowCount } = await tableShape(conn, table);
   const missing = Object.keys(spec.schema.columns).filter((c) => !present.includes(c));
   if (missing.length) throw new DataError(missing.map((column) => ({ rule: 'missing_column', column, message: `missing column ${column}` })));
 
-  const rowCount = Number((await first(conn, `SELECT count(*) AS n FROM ${quoteIdent(table)}`))['n']);
   const columns: DatasetProfile['columns'] = {};
   for (const [name, col] of Object.entries(spec.schema.columns)) {
     const relation = columnRelation(table, name, col.type);
@@ -27,7 +24,7 @@ export async function profileDataset(conn: DuckDBConnection, spec: PipelineSpec,
 }
 
 async function numericProfile(conn: DuckDBConnection, relation: string, col: ColumnSpec, rowCount: number): Promise<NumericColumnProfile> {
-  const r = await first(
+  const r = await firstRow(
     conn,
     `SELECT count(s) AS count, count_if(ok AND NOT isfinite(p)) AS nonfinite, min(v)::DOUBLE AS min, max(v)::DOUBLE AS max,
        avg(v) AS mean, stddev_samp(v) AS std, quantile_cont(v::DOUBLE, [${QUANTILES.join(', ')}]) AS q, quantile_cont(v::DOUBLE, [${DECILES.join(', ')}]) AS d
@@ -45,10 +42,7 @@ async function numericProfile(conn: DuckDBConnection, relation: string, col: Col
   const deciles = (r['d'] as number[] | null)?.map(tidy) ?? [];
   return {
     kind: 'numeric',
-    declaredType: col.type,
-    count,
-    nulls: rowCount - count,
-    nullFraction: rowCount === 0 ? 0 : (rowCount - count) / rowCount,
+    ...counts(col, count, rowCount),
     nanOrInfinite: Number(r['nonfinite']),
     min,
     max,
@@ -66,31 +60,30 @@ async function histogram(conn: DuckDBConnection, relation: string, deciles: numb
   const last = edges.length - 2;
   // bin i counts edges[i] <= v < edges[i+1]; the last bin also takes v = max
   const bins = edges.slice(0, -1).map((_, i) => `count_if(v >= $${i + 1}::DOUBLE AND v ${i === last ? '<=' : '<'} $${i + 2}::DOUBLE) AS b${i}`);
-  const r = await first(conn, `SELECT ${bins.join(', ')} FROM ${relation}`, edges);
+  const r = await firstRow(conn, `SELECT ${bins.join(', ')} FROM ${relation}`, edges);
   return { edges, counts: bins.map((_, i) => Number(r[`b${i}`])) };
 }
 
 async function categoricalProfile(conn: DuckDBConnection, relation: string, col: ColumnSpec, rowCount: number): Promise<CategoricalColumnProfile> {
   // booleans are grouped by value, so "1" and "true" count as one
   const key = col.type === 'boolean' ? 'CAST(v AS VARCHAR)' : 's';
-  const totals = await first(conn, `SELECT count(s) AS count, count(DISTINCT ${key}) AS distinct_values FROM ${relation}`);
+  const totals = await firstRow(conn, `SELECT count(s) AS count, count(DISTINCT ${key}) AS distinct_values FROM ${relation}`);
   const count = Number(totals['count']);
   const top = await conn.runAndReadAll(
     `SELECT ${key} AS value, count(*) AS n FROM ${relation} WHERE ${key} IS NOT NULL GROUP BY ALL ORDER BY n DESC, value LIMIT ${DOMAIN_LIMIT}`,
   );
   return {
     kind: 'categorical',
-    declaredType: col.type,
-    count,
-    nulls: rowCount - count,
-    nullFraction: rowCount === 0 ? 0 : (rowCount - count) / rowCount,
+    ...counts(col, count, rowCount),
     distinct: Number(totals['distinct_values']),
     domain: top.getRowObjectsJS().map((t) => ({ value: String(t['value']), count: Number(t['n']), fraction: Number(t['n']) / count })),
   };
 }
 
-async function first(conn: DuckDBConnection, sql: string, params: Parameters<DuckDBConnection['run']>[1] = []): Promise<Row> {
-  return (await conn.runAndReadAll(sql, params)).getRowObjectsJS()[0] ?? {};
+/** The fields every column profile shares; count is the non-null values. */
+function counts(col: ColumnSpec, count: number, rowCount: number): Pick<NumericColumnProfile, 'declaredType' | 'count' | 'nulls' | 'nullFraction'> {
+  const nulls = rowCount - count;
+  return { declaredType: col.type, count, nulls, nullFraction: rowCount === 0 ? 0 : nulls / rowCount };
 }
 
 function orNull(value: unknown): number | null {

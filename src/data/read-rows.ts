@@ -1,5 +1,6 @@
 import { DuckDBInstance } from '@duckdb/node-api';
 import type { PipelineSpec } from '../spec/schema.js';
+import { featureKind } from './features.js';
 import { quoteIdent, sqlString } from './load.js';
 
 export type Row = Record<string, number | string | null>;
@@ -11,7 +12,7 @@ export type Row = Record<string, number | string | null>;
 export async function readSplitRows(path: string, spec: PipelineSpec, columns: string[]): Promise<Row[]> {
   const types = columns.map((name) => {
     const type = spec.schema.columns[name]?.type;
-    return `${sqlString(name)}: ${type === 'integer' || type === 'float' ? "'DOUBLE'" : "'VARCHAR'"}`;
+    return `${sqlString(name)}: ${type !== undefined && featureKind(type) === 'numeric' ? "'DOUBLE'" : "'VARCHAR'"}`;
   });
   const instance = await DuckDBInstance.create(':memory:');
   const connection = await instance.connect();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
 import type { PipelineSpec } from '../spec/schema.js';
 import { cleanSql, featureColumns, parsedSql, textSql } from './features.js';
-import { DATASET_TABLE, DataError, quoteIdent, sqlString } from './load.js';
+import { DATASET_TABLE, DataError, firstRow, quoteIdent, sqlString } from './load.js';
 import type { ValidationFailure } from './types.js';
 
 export interface SplitResult {
@@ -36,7 +36,7 @@ function fmix32(h: number): number {
 }
 
 function seedMix(seed: number): number {
-  return fmix32(Number(((BigInt(seed) % 4294967296n) + 4294967296n) % 4294967296n));
+  return fmix32(Number(BigInt.asUintN(32, BigInt(seed))));
 }
 
 /** The same computation as holdoutScore, over the table's rowid (file order). */
@@ -78,13 +78,12 @@ export async function splitDataset(
   );
   try {
     const t = `c${names.indexOf(target)}`;
-    const stats = (
-      await conn.runAndReadAll(
-        `SELECT count_if(holdout) AS holdout, count_if(NOT holdout) AS train,
-           count(DISTINCT ${t}) FILTER (WHERE holdout) AS holdout_classes, count(DISTINCT ${t}) FILTER (WHERE NOT holdout) AS train_classes
-         FROM ${temp}`,
-      )
-    ).getRowObjectsJS()[0]!;
+    const stats = await firstRow(
+      conn,
+      `SELECT count_if(holdout) AS holdout, count_if(NOT holdout) AS train,
+         count(DISTINCT ${t}) FILTER (WHERE holdout) AS holdout_classes, count(DISTINCT ${t}) FILTER (WHERE NOT holdout) AS train_classes
+       FROM ${temp}`,
+    );
     const counts = { train: Number(stats['train']), holdout: Number(stats['holdout']) };
     const failures: ValidationFailure[] = [];
     for (const part of ['train', 'holdout'] as const) {

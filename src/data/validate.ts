@@ -2,7 +2,7 @@ import { listValue } from '@duckdb/node-api';
 import type { DuckDBConnection, DuckDBValue } from '@duckdb/node-api';
 import type { ColumnSpec, Expectation, PipelineSpec } from '../spec/schema.js';
 import { columnRelation, featureKind, parsedSql } from './features.js';
-import { DATASET_TABLE, quoteIdent } from './load.js';
+import { DATASET_TABLE, firstRow, tableShape } from './load.js';
 import type { CustomCheck, ValidationFailure, ValidationReport } from './types.js';
 
 export interface ValidateOptions {
@@ -43,8 +43,7 @@ export async function validateDataset(
     if (f) failures.push(f);
   };
 
-  const present = (await conn.runAndReadAll(`SELECT * FROM ${quoteIdent(table)} LIMIT 0`)).columnNames();
-  const rowCount = num((await conn.runAndReadAll(`SELECT count(*) AS n FROM ${quoteIdent(table)}`)).getRowObjectsJS()[0]?.['n']);
+  const { columns: present, rowCount } = await tableShape(conn, table);
   const target = spec.target.column;
 
   for (const column of Object.keys(spec.schema.columns)) {
@@ -73,7 +72,7 @@ export async function validateDataset(
     }
     const aggregates = ['count_if(s IS NULL) AS nulls', ...probes.map((p, i) => `${p.sql} AS p${i}`)];
     const sql = `SELECT ${aggregates.join(', ')} FROM ${relation}`;
-    const row = (await conn.runAndReadAll(sql, params.values)).getRowObjectsJS()[0] ?? {};
+    const row = await firstRow(conn, sql, params.values);
     const base = { rowCount, nulls: num(row['nulls']) };
     probes.forEach((p, i) => record(p.judge((row[`p${i}`] ?? {}) as Row, base)));
   }

@@ -1,5 +1,5 @@
 // Pure promotion-gate evaluation. No I/O: safe to use from workflow code.
-import { METRIC_DIRECTION, isMetricName } from './metrics.js';
+import { isHigherBetter, isMetricName } from './metrics.js';
 import type { MetricName } from './metrics.js';
 
 export interface Gate {
@@ -62,7 +62,7 @@ function boundResult(metric: MetricName, actual: number | null, op: '>=' | '<=',
 function beatProductionResult(input: GateInput, rule: BeatProduction): GateResult {
   const { metric, minDelta } = rule;
   assertMetric(metric);
-  const higher = METRIC_DIRECTION[metric] === 'higher';
+  const higher = isHigherBetter(metric);
   const gate = `${metric} beats production by >= ${minDelta} (${higher ? 'higher' : 'lower'} is better)`;
   const base = { gate, metric, threshold: minDelta };
   if (input.productionMetrics === null || input.productionMetrics === undefined) {

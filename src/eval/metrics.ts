@@ -13,7 +13,6 @@ export const METRIC_DIRECTION = {
 } as const;
 
 export type MetricName = keyof typeof METRIC_DIRECTION;
-export type MetricDirection = (typeof METRIC_DIRECTION)[MetricName];
 
 export const METRICS_BY_TASK = {
   classification: ['accuracy', 'precision', 'recall', 'f1', 'roc_auc', 'log_loss'],

@@ -98,15 +98,15 @@ export class Registry {
   ): Promise<ModelVersionRecord> {
     checkName('model', draft.model);
     const { workflowId, runId } = draft.run;
-    const existing = await this.findVersionByRun(draft.model, workflowId, runId);
-    if (existing) return existing;
-
     const claimKey = keys.runClaim(draft.model, workflowId);
     const claim = JSON.stringify({ runId, claimedAt: new Date().toISOString() });
     try {
+      // A fresh claim means no earlier attempt of this run got as far as registering: no lookup needed.
       await this.store.put(claimKey, claim, { ifAbsent: true, contentType: 'application/json' });
     } catch (err) {
       if (!(err instanceof PreconditionFailedError)) throw err;
+      const existing = await this.findVersionByRun(draft.model, workflowId, runId);
+      if (existing) return existing;
       const held = await this.store.getWithEtag(claimKey);
       const holder = held ? (JSON.parse(held.body.toString('utf8')) as { runId: string; claimedAt: string }) : null;
       const age = holder ? Date.now() - Date.parse(holder.claimedAt) : Infinity;

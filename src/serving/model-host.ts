@@ -1,7 +1,8 @@
 import type { Logger } from '../logger.js';
 import type { Registry } from '../registry/registry.js';
 import type { ArtifactStore } from '../store/artifact-store.js';
-import { ArtifactIntegrityError, ModelSignatureError, loadModel, parseModelMetadata, type LoadedModel } from '../eval/onnx-model.js';
+import { ArtifactIntegrityError, MISSING_CATEGORY, ModelSignatureError, type LoadedModel } from '../eval/onnx-model.js';
+import { loadStoredModel } from '../eval/stored-model.js';
 import { ALIASES } from '../shared/constants.js';
 
 export interface ServedModel {
@@ -11,7 +12,11 @@ export interface ServedModel {
   loaded: LoadedModel;
   inFlight: number;
   loadedAt: string;
+  /** Set when a newer version took over: released as soon as its last request finishes. */
+  retired?: Promise<void>;
 }
+
+type Retiring = ServedModel & { onDrained?: () => void };
 
 /**
  * Keeps one inference session per model on the version its alias points at.
@@ -48,6 +53,7 @@ export class ModelHost {
       return await fn(served);
     } finally {
       served.inFlight--;
+      if (served.inFlight === 0) (served as Retiring).onDrained?.();
     }
   }
 
@@ -83,14 +89,8 @@ export class ModelHost {
 
   private async swap(model: string, version: number): Promise<void> {
     const record = await this.registry.getVersion(model, version);
-    const [bytes, metadataBytes] = await Promise.all([
-      this.store.get(record.artifact.key),
-      this.store.get(record.artifact.metadataKey),
-    ]);
-    const metadata = parseModelMetadata(JSON.parse(metadataBytes.toString('utf8')));
-    // The registry's hash, not the blob's name, is what the bytes must match.
-    const loaded = await loadModel(bytes, record.artifact.sha256, metadata);
-    const warmup = Object.fromEntries(metadata.inputs.map((i) => [i.name, i.type === 'float' ? 0 : '__missing__']));
+    const loaded = await loadStoredModel(this.store, record.artifact);
+    const warmup = Object.fromEntries(loaded.metadata.inputs.map((i) => [i.name, i.type === 'float' ? 0 : MISSING_CATEGORY]));
     await loaded.predict([warmup]);
     const previous = this.served.get(model);
     this.served.set(model, { model, version, sha256: record.artifact.sha256, loaded, inFlight: 0, loadedAt: new Date().toISOString() });
@@ -98,9 +98,14 @@ export class ModelHost {
     if (previous) void this.drainAndRelease(previous);
   }
 
-  private async drainAndRelease(old: ServedModel): Promise<void> {
-    while (old.inFlight > 0) await new Promise((r) => setTimeout(r, 10));
-    await old.loaded.release();
+  /** Releases `old` once no request uses it: at once if idle, else when the last one finishes. */
+  private drainAndRelease(old: ServedModel): Promise<void> {
+    old.retired ??= new Promise<void>((resolve) => {
+      const release = (): void => void old.loaded.release().finally(resolve);
+      if (old.inFlight === 0) release();
+      else (old as Retiring).onDrained = release;
+    });
+    return old.retired;
   }
 
   async close(): Promise<void> {

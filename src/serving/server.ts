@@ -1,4 +1,5 @@
-import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { MIN_TOKEN_LENGTH, TokenStore, bearerToken, hashToken } from '../auth/tokens.js';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Logger } from '../logger.js';
@@ -56,12 +57,13 @@ export interface Serving {
   predictionLog: PredictionLog | undefined;
 }
 
-function tokenMatches(presented: string, tokens: string[]): boolean {
-  const a = Buffer.from(presented);
-  return tokens.some((t) => {
-    const b = Buffer.from(t);
-    return a.length === b.length && timingSafeEqual(a, b);
+/** Serving tokens go through the same hashed, timing-safe store as the governance API's. */
+function servingTokenStore(tokens: string[]): TokenStore {
+  if (tokens.length === 0) throw new Error('serving needs at least one API token (CONVEYOR_SERVE_TOKEN)');
+  tokens.forEach((t, i) => {
+    if (t.length < MIN_TOKEN_LENGTH) throw new Error(`serving token ${i + 1} is shorter than ${MIN_TOKEN_LENGTH} characters`);
   });
+  return new TokenStore(tokens.map((t, i) => ({ sha256: hashToken(t), identity: 'serving-client', groups: [], source: `serving token ${i + 1}` })));
 }
 
 function zodError(error: z.ZodError): string {
@@ -74,7 +76,7 @@ export function createServingApp(opts: ServingOptions): FastifyInstance {
 }
 
 export function buildServing(opts: ServingOptions): Serving {
-  if (opts.tokens.length === 0) throw new Error('serving needs at least one API token (CONVEYOR_SERVE_TOKEN)');
+  const tokens = servingTokenStore(opts.tokens);
   const app = Fastify({ loggerInstance: opts.logger.child({ component: 'serving' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: opts.bodyLimitBytes ?? 5 * 1024 * 1024, genReqId: () => randomUUID() });
   let predictionLog: PredictionLog | undefined;
   const metrics = new ServingMetrics(() => predictionLog?.pending ?? 0);
@@ -96,9 +98,7 @@ export function buildServing(opts: ServingOptions): Serving {
   app.addHook('onRequest', async (req, reply) => {
     const route = req.routeOptions.url;
     if (route !== undefined && PUBLIC_ROUTES.has(route)) return;
-    const header = req.headers.authorization ?? '';
-    const token = header.startsWith('Bearer ') ? header.slice(7) : '';
-    if (!token || !tokenMatches(token, opts.tokens)) {
+    if (!tokens.authenticate(bearerToken(req.headers.authorization))) {
       return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing or invalid bearer token' });
     }
   });

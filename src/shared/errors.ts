@@ -4,7 +4,6 @@
  * Everything else (network, MinIO down, a crashed trainer) is retried per preset.
  */
 export const ErrorType = {
-  InvalidSpec: 'InvalidSpecError',
   DataValidation: 'DataValidationError',
   TrainerOutput: 'TrainerOutputError',
   TrainerFailed: 'TrainerFailedError',
@@ -17,26 +16,22 @@ export const ErrorType = {
   ApprovalExpired: 'ApprovalExpiredError',
   ArtifactIntegrity: 'ArtifactIntegrityError',
   InvalidName: 'InvalidNameError',
-  NotFound: 'NotFoundError',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
 /** Types that must never be retried by an activity retry policy. */
 export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
-  ErrorType.InvalidSpec,
   ErrorType.DataValidation,
   ErrorType.TrainerOutput,
   ErrorType.TrainerBadJob,
   ErrorType.GateFailed,
   ErrorType.ArtifactIntegrity,
   ErrorType.InvalidName,
-  ErrorType.NotFound,
 ];
 
 /** How a finished run is reported by the CLI; the exit code is stable for scripts. */
 export const RunOutcome = {
   Deployed: 'deployed',
-  Registered: 'registered',
   DataInvalid: 'data_invalid',
   GateFailed: 'gate_failed',
   Rejected: 'rejected',
@@ -49,7 +44,6 @@ export type RunOutcome = (typeof RunOutcome)[keyof typeof RunOutcome];
 
 export const EXIT_CODES: Record<RunOutcome, number> = {
   deployed: 0,
-  registered: 0,
   running: 0,
   failed: 1,
   data_invalid: 2,
@@ -57,4 +51,12 @@ export const EXIT_CODES: Record<RunOutcome, number> = {
   rejected: 4,
   expired: 5,
   cancelled: 6,
+};
+
+/** The outcome a failure of each type means; any other failure is `failed`. */
+export const OUTCOME_BY_ERROR_TYPE: Readonly<Record<string, RunOutcome>> = {
+  [ErrorType.DataValidation]: RunOutcome.DataInvalid,
+  [ErrorType.GateFailed]: RunOutcome.GateFailed,
+  [ErrorType.ApprovalRejected]: RunOutcome.Rejected,
+  [ErrorType.ApprovalExpired]: RunOutcome.Expired,
 };

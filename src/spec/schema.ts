@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DURATION_PATTERN } from '../shared/duration.js';
 import { NAME_PATTERN } from '../shared/names.js';
+import { METRICS_BY_TASK } from '../eval/metrics.js';
 
 const duration = z.string().regex(DURATION_PATTERN, 'must be a duration such as 30s, 15m, 2h or 3d');
 const name = z
@@ -9,17 +10,8 @@ const name = z
 
 export const COLUMN_TYPES = ['integer', 'float', 'categorical', 'boolean'] as const;
 export const TASK_TYPES = ['classification', 'regression'] as const;
-export const METRIC_NAMES = [
-  'accuracy',
-  'precision',
-  'recall',
-  'f1',
-  'roc_auc',
-  'log_loss',
-  'rmse',
-  'mae',
-  'r2',
-] as const;
+/** The metrics a spec may name: exactly those evaluation computes, for either task. */
+export const METRIC_NAMES = [...METRICS_BY_TASK.classification, ...METRICS_BY_TASK.regression] as const;
 
 const columnSchema = z
   .object({
@@ -201,15 +193,14 @@ export const pipelineSpecSchema = z
     for (const [i, s] of spec.evaluation.slices.entries()) {
       if (!(s in columns)) ctx.addIssue({ code: 'custom', path: ['evaluation', 'slices', i], message: `"${s}" is not in schema.columns` });
     }
-    const classification = spec.target.task === 'classification';
-    const regressionOnly = ['rmse', 'mae', 'r2'];
+    const applicable: readonly string[] = METRICS_BY_TASK[spec.target.task];
     const metricsUsed = [
       ...spec.evaluation.gates.map((g, i) => ({ m: g.metric, path: ['evaluation', 'gates', i, 'metric'] })),
       ...(spec.evaluation.beatProduction ? [{ m: spec.evaluation.beatProduction.metric, path: ['evaluation', 'beatProduction', 'metric'] }] : []),
       ...(spec.evaluation.primaryMetric ? [{ m: spec.evaluation.primaryMetric, path: ['evaluation', 'primaryMetric'] }] : []),
     ];
     for (const { m, path } of metricsUsed) {
-      if (classification === regressionOnly.includes(m)) {
+      if (!applicable.includes(m)) {
         ctx.addIssue({ code: 'custom', path, message: `metric "${m}" does not apply to ${spec.target.task}` });
       }
     }
@@ -226,7 +217,7 @@ export type PipelineSpec = z.output<typeof pipelineSpecSchema>;
 export type ColumnSpec = PipelineSpec['schema']['columns'][string];
 export type Expectation = PipelineSpec['expectations'][number];
 export type TrainerSpec = PipelineSpec['trainer'];
-export type MetricName = (typeof METRIC_NAMES)[number];
+export type { MetricName } from '../eval/metrics.js';
 export type ManualApproval = z.output<typeof manualApprovalSchema>;
 export type WebhookSpec = z.output<typeof webhookSchema>;
 

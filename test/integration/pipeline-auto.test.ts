@@ -55,12 +55,12 @@ describe('credit-risk pipeline, automatic approval, real Temporal + MinIO + Pyth
   it('serves the production version over HTTP, verifying its hash', async () => {
     serving = await startServing({ ...env.config, serving: { ...env.config.serving, port: 0, pollIntervalMs: 200 } }, testLogger, {
       port: 0,
-      tokens: ['test-token'],
+      tokens: ['pipeline-auto-test-token-0001'],
     });
     const row = { age: 40, income: 52000, loan_amount: 12000, loan_term_months: 36, credit_score: 640, employment_years: 4, num_open_accounts: 5, debt_to_income: 0.35, home_ownership: 'RENT', purpose: 'car', region: 'north' };
     const res = await fetch(`${serving.url}/v1/models/credit-risk:predict`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: 'Bearer test-token' },
+      headers: { 'content-type': 'application/json', authorization: 'Bearer pipeline-auto-test-token-0001' },
       body: JSON.stringify({ instance: row }),
     });
     expect(res.status).toBe(200);
@@ -75,7 +75,7 @@ describe('credit-risk pipeline, automatic approval, real Temporal + MinIO + Pyth
     expect(unauthenticated.status).toBe(401);
     const missingField = await fetch(`${serving.url}/v1/models/credit-risk:predict`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: 'Bearer test-token' },
+      headers: { 'content-type': 'application/json', authorization: 'Bearer pipeline-auto-test-token-0001' },
       body: JSON.stringify({ instance: { ...row, credit_score: undefined } }),
     });
     expect(missingField.status).toBe(400);

@@ -15,7 +15,7 @@ const MODEL_BYTES = readFileSync(fixture('credit-sklearn.onnx'));
 const METADATA_BYTES = readFileSync(fixture('credit-sklearn.metadata.json'));
 const MODEL_SHA = sha256Hex(MODEL_BYTES);
 const MODEL = 'credit-risk';
-const TOKEN = 'serving-log-test-token';
+const TOKEN = 'serving-log-test-token-000001';
 const AUTH = { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` };
 const ROWS = [
   { age: 78, income: 45729.94, loan_amount: 5152.29, loan_term_months: 12, credit_score: 768, employment_years: 8.7, num_open_accounts: 4, debt_to_income: 0.247, home_ownership: 'OWN', purpose: 'credit_card', region: 'east' },

@@ -134,8 +134,9 @@ describe('registerVersion', () => {
 
   it('is retry-safe when the run index was never written (crash between the two writes)', async () => {
     await registry.registerVersion(draft('wf-0', 'run-0'));
-    // A crashed attempt wrote version 2 but not the run index.
+    // A crashed attempt claimed the run and wrote version 2, but not the run index.
     const orphan: ModelVersionRecord = { ...draft('wf-1', 'run-1'), version: 2, createdAt: '2025-01-01T00:00:00.000Z' };
+    await store.put(keys.runClaim(MODEL, 'wf-1'), JSON.stringify({ runId: 'run-1', claimedAt: new Date().toISOString() }));
     await store.put(keys.version(MODEL, 2), JSON.stringify(orphan));
     expect(await store.head(keys.runIndex(MODEL, 'wf-1'))).toBeNull();
 

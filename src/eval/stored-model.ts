@@ -1,0 +1,18 @@
+import type { ArtifactStore } from '../store/artifact-store.js';
+import { loadModel, parseModelMetadata, type LoadedModel } from './onnx-model.js';
+
+/** Where a registered model's bytes and metadata are, and the hash its bytes must have. */
+export interface StoredModelRef {
+  key: string;
+  sha256: string;
+  metadataKey: string;
+}
+
+/**
+ * Loads a stored model the one way evaluation and serving both use: the registry's
+ * hash (not the blob's name) is checked before onnxruntime sees the bytes.
+ */
+export async function loadStoredModel(store: ArtifactStore, artifact: StoredModelRef): Promise<LoadedModel> {
+  const [bytes, metadataBytes] = await Promise.all([store.get(artifact.key), store.get(artifact.metadataKey)]);
+  return loadModel(bytes, artifact.sha256, parseModelMetadata(JSON.parse(metadataBytes.toString('utf8'))));
+}
