@@ -10,8 +10,7 @@ import type {
 } from '../src/shared/registry-types.js';
 import type { PipelineSpec } from '../src/spec/schema.js';
 import { featureColumns } from '../src/data/features.js';
-import { AliasConflictError } from '../src/registry/registry.js';
-import { readVersionMeta } from '../src/registry/version-meta.js';
+import { AliasConflictError, VersionArchivedError } from '../src/registry/registry.js';
 import type { ActivityDeps } from './deps.js';
 import { activityLogger } from './context.js';
 import { classified } from './errors.js';
@@ -102,14 +101,6 @@ export function registryActivities(deps: ActivityDeps) {
     async promoteVersion(input: PromoteInput): Promise<PromoteResult> {
       const log = activityLogger(deps.logger);
       return classified(async () => {
-        const meta = await readVersionMeta(deps.store, input.model, input.version);
-        if (meta.archived) {
-          throw ApplicationFailure.create({
-            type: ErrorType.GateFailed,
-            nonRetryable: true,
-            message: `${input.model}@${input.version} was archived by ${meta.archivedBy ?? 'someone'} (${meta.archiveReason ?? 'no reason'}); archived versions are never deployed`,
-          });
-        }
         let moved: AliasRecord;
         try {
           moved = await deps.registry.moveAlias({
@@ -121,6 +112,9 @@ export function registryActivities(deps: ActivityDeps) {
             strategy: input.strategy,
           });
         } catch (err) {
+          if (err instanceof VersionArchivedError) {
+            throw ApplicationFailure.create({ type: ErrorType.GateFailed, nonRetryable: true, message: err.message });
+          }
           if (err instanceof AliasConflictError) {
             log.warn({ err: err.message }, 'alias moved concurrently');
             return { ok: false, current: await deps.registry.getAlias(input.model, input.alias) };

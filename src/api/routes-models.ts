@@ -1,7 +1,7 @@
 import { buildLineage } from '../registry/lineage.js';
 import { metricsByVersion, productionTimeline, versionAt } from '../registry/history.js';
 import { buildModelCard, loadEvaluationReport, type ModelCard } from '../registry/model-card.js';
-import { AliasConflictError, type Registry } from '../registry/registry.js';
+import { AliasConflictError, VersionArchivedError, type Registry } from '../registry/registry.js';
 import { readVersionMeta, VersionMetaStore, type VersionMeta } from '../registry/version-meta.js';
 import type { AliasRecord } from '../shared/registry-types.js';
 import { ALIASES } from '../shared/constants.js';
@@ -182,9 +182,6 @@ export const modelRoutes: RouteSpec[] = [
       if (params.alias === ALIASES.production && !authz.isAdmin(caller)) {
         throw forbidden('the production alias is moved by pipeline runs (after evaluation and approval); only members of "admin" may move it through the API');
       }
-      // A version that does not exist has empty (unarchived) metadata; moveAlias then 404s before writing.
-      const meta = await readVersionMeta(deps.store, params.model, body.version);
-      if (meta.archived) throw conflict(`${params.model}@${body.version} is archived; unarchive it before pointing an alias at it`);
       try {
         const moved = await deps.registry.moveAlias({
           model: params.model,
@@ -197,6 +194,7 @@ export const modelRoutes: RouteSpec[] = [
         req.log.info({ model: params.model, alias: params.alias, version: body.version, previous: moved.previousVersion }, 'alias moved');
         return ok(moved);
       } catch (err) {
+        if (err instanceof VersionArchivedError) throw conflict(`${params.model}@${body.version} is archived; unarchive it before pointing an alias at it`);
         if (err instanceof AliasConflictError) {
           const current = await deps.registry.getAlias(params.model, params.alias);
           throw conflict(err.message, { currentVersion: current?.version ?? null });

@@ -16,6 +16,18 @@ export class AliasConflictError extends Error {
   }
 }
 
+export class VersionArchivedError extends Error {
+  constructor(
+    readonly model: string,
+    readonly version: number,
+    readonly archivedBy: string | null,
+    readonly reason: string | null,
+  ) {
+    super(`${model}@${version} was archived by ${archivedBy ?? 'someone'} (${reason ?? 'no reason'}); archived versions are never deployed or aliased`);
+    this.name = 'VersionArchivedError';
+  }
+}
+
 export class VersionNotFoundError extends Error {
   constructor(model: string, version: number | string) {
     super(`model version ${model}@${version} does not exist`);
@@ -169,7 +181,9 @@ export class Registry {
     strategy?: string;
     now?: Date;
   }): Promise<AliasRecord> {
-    const record = await this.getVersion(input.model, input.version);
+    const [record, meta] = await Promise.all([this.getVersion(input.model, input.version), this.store.getWithEtag(keys.versionMeta(input.model, input.version))]);
+    const archived = meta ? (JSON.parse(meta.body.toString('utf8')) as { archived?: boolean; archivedBy?: string | null; archiveReason?: string | null }) : null;
+    if (archived?.archived) throw new VersionArchivedError(input.model, input.version, archived.archivedBy ?? null, archived.archiveReason ?? null);
     const recent = await this.aliasLog(input.model, input.alias, RECENT_SCAN);
     const mine = recent.find((e) => e.version === input.version && e.run.runId === input.run.runId);
     if (mine) return mine;

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ArtifactStore } from '../store/artifact-store.js';
 import { PreconditionFailedError } from '../store/artifact-store.js';
-import { checkName, keys, versionSegment } from '../store/keys.js';
+import { checkName, keys } from '../store/keys.js';
 import { VersionNotFoundError, type Registry } from './registry.js';
 
 /**
@@ -26,13 +26,8 @@ export const TAG_KEY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$/;
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 const CONTROL_EXCEPT_NEWLINE_TAB = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 
-export function metaPrefix(model: string): string {
-  return `registry/${checkName('model', model)}/meta/`;
-}
-
-export function metaKey(model: string, version: number): string {
-  return `${metaPrefix(model)}${versionSegment(version)}.json`;
-}
+export const metaPrefix = (model: string): string => keys.versionMetaPrefix(model);
+export const metaKey = (model: string, version: number): string => keys.versionMeta(model, version);
 
 export type VersionMetaChange =
   | { action: 'set-tags'; tags: Record<string, string> }

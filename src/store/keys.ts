@@ -60,6 +60,9 @@ export const keys = {
   aliasPrefix: (model: string, alias: string) => `registry/${checkName('model', model)}/aliases/${checkName('alias', alias)}/`,
   aliasEntry: (model: string, alias: string, seq: number) =>
     `registry/${checkName('model', model)}/aliases/${checkName('alias', alias)}/${versionSegment(seq)}.json`,
+  /** Mutable metadata beside an immutable version: tags, description, archived. */
+  versionMetaPrefix: (model: string) => `registry/${checkName('model', model)}/meta/`,
+  versionMeta: (model: string, version: number) => `registry/${checkName('model', model)}/meta/${versionSegment(version)}.json`,
   aliasesPrefix: (model: string) => `registry/${checkName('model', model)}/aliases/`,
   runClaim: (model: string, workflowId: string) => `registry/${checkName('model', model)}/claims/${checkWorkflowId(workflowId)}.json`,
   decision: (model: string, version: number) => `registry/${checkName('model', model)}/decisions/${versionSegment(version)}.json`,

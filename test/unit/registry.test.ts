@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { AliasConflictError, Registry, VersionNotFoundError } from '../../src/registry/registry.js';
+import { AliasConflictError, VersionArchivedError, Registry, VersionNotFoundError } from '../../src/registry/registry.js';
 import type { AliasRecord, DecisionRecord, ModelVersionRecord } from '../../src/shared/registry-types.js';
 import { PreconditionFailedError, type PutOptions } from '../../src/store/artifact-store.js';
 import { keys } from '../../src/store/keys.js';
@@ -241,6 +241,12 @@ describe('moveAlias (append-only log, compare-and-swap)', () => {
 
   beforeEach(async () => {
     for (let i = 1; i <= 12; i++) await registry.registerVersion(draft(`wf-${i}`, `run-${i}`));
+  });
+
+  it('refuses to point an alias at an archived version, writing nothing', async () => {
+    await store.put(keys.versionMeta(MODEL, 2), JSON.stringify({ archived: true, archivedBy: 'dana', archiveReason: 'leaky feature' }));
+    await expect(registry.moveAlias({ model: MODEL, alias: 'staging', version: 2, expectedVersion: null, run: run('2') })).rejects.toBeInstanceOf(VersionArchivedError);
+    expect(await logKeys('staging')).toEqual([]);
   });
 
   it('creates the alias with expectedVersion null as entry 1 of its log', async () => {
