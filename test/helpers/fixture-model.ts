@@ -1,3 +1,7 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { ArtifactStore } from '../../src/store/artifact-store.js';
+import type { Registry } from '../../src/registry/registry.js';
 import type { ModelVersionRecord } from '../../src/shared/registry-types.js';
 import { sha256Hex } from '../../src/eval/onnx-model.js';
 import { keys } from '../../src/store/keys.js';
@@ -38,4 +42,21 @@ export function fixtureVersionDraft(input: {
     evaluation: { reportKey: 'r', metrics: {}, gates: [], production: null },
     run: { workflowId: `wf-${input.run}`, runId: `run-${input.run}`, submittedBy: 'test' },
   };
+}
+
+const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/models/${name}`, import.meta.url));
+/** The credit-risk scikit-learn fixture model (test/fixtures/models), its metadata and hash. */
+export const FIXTURE_MODEL_BYTES = readFileSync(fixture('credit-sklearn.onnx'));
+export const FIXTURE_METADATA_BYTES = readFileSync(fixture('credit-sklearn.metadata.json'));
+export const FIXTURE_MODEL_SHA = sha256Hex(FIXTURE_MODEL_BYTES);
+
+/** Stores the fixture model, registers it as version 1 of `model` and points `production` at it. */
+export async function deployFixtureModel(store: ArtifactStore, registry: Registry, model: string): Promise<void> {
+  const metadataKey = keys.modelMetadata(sha256Hex(FIXTURE_METADATA_BYTES));
+  await store.put(keys.modelBlob(FIXTURE_MODEL_SHA), FIXTURE_MODEL_BYTES);
+  await store.put(metadataKey, FIXTURE_METADATA_BYTES);
+  await registry.registerVersion(
+    fixtureVersionDraft({ model, artifact: { sha256: FIXTURE_MODEL_SHA, key: keys.modelBlob(FIXTURE_MODEL_SHA), size: FIXTURE_MODEL_BYTES.length, metadataKey }, run: '1' }),
+  );
+  await registry.moveAlias({ model, alias: 'production', version: 1, expectedVersion: null, run: { workflowId: 'wf-p1', runId: 'run-p1' } });
 }

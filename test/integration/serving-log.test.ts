@@ -1,19 +1,13 @@
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sha256Hex } from '../../src/eval/onnx-model.js';
 import { Registry } from '../../src/registry/registry.js';
 import { startServing, type RunningService } from '../../src/serving/service.js';
 import type { PredictionRecord } from '../../src/serving/prediction-log.js';
 import { keys } from '../../src/store/keys.js';
-import { fixtureVersionDraft } from '../helpers/fixture-model.js';
+import { deployFixtureModel, FIXTURE_MODEL_SHA } from '../helpers/fixture-model.js';
 import { MinioArtifactStore } from '../../src/store/minio-store.js';
 import { testConfig, testLogger } from '../helpers/stack.js';
 
-const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/models/${name}`, import.meta.url));
-const MODEL_BYTES = readFileSync(fixture('credit-sklearn.onnx'));
-const METADATA_BYTES = readFileSync(fixture('credit-sklearn.metadata.json'));
-const MODEL_SHA = sha256Hex(MODEL_BYTES);
+const MODEL_SHA = FIXTURE_MODEL_SHA;
 const MODEL = 'credit-risk';
 const TOKEN = 'serving-log-test-token-000001';
 const AUTH = { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` };
@@ -30,13 +24,7 @@ describe('serving prediction log and feedback, real MinIO', () => {
   beforeAll(async () => {
     await store.ensureBucket();
     const registry = new Registry(store);
-    const metadataKey = keys.modelMetadata(sha256Hex(METADATA_BYTES));
-    await store.put(keys.modelBlob(MODEL_SHA), MODEL_BYTES);
-    await store.put(metadataKey, METADATA_BYTES);
-    await registry.registerVersion(
-      fixtureVersionDraft({ model: MODEL, artifact: { sha256: MODEL_SHA, key: keys.modelBlob(MODEL_SHA), size: MODEL_BYTES.length, metadataKey }, run: '1' }),
-    );
-    await registry.moveAlias({ model: MODEL, alias: 'production', version: 1, expectedVersion: null, run: { workflowId: 'wf-p1', runId: 'run-p1' } });
+    await deployFixtureModel(store, registry, MODEL);
   });
 
   afterAll(async () => {

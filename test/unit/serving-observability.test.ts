@@ -1,8 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { sha256Hex } from '../../src/eval/onnx-model.js';
 import { createLogger } from '../../src/logger.js';
 import { Registry } from '../../src/registry/registry.js';
 import { ModelHost } from '../../src/serving/model-host.js';
@@ -11,12 +8,9 @@ import { buildServing, type Serving } from '../../src/serving/server.js';
 import type { PutOptions } from '../../src/store/artifact-store.js';
 import { InvalidNameError, keys } from '../../src/store/keys.js';
 import { MemoryArtifactStore } from '../../src/store/memory-store.js';
-import { fixtureVersionDraft } from '../helpers/fixture-model.js';
+import { deployFixtureModel, FIXTURE_MODEL_SHA } from '../helpers/fixture-model.js';
 
-const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/models/${name}`, import.meta.url));
-const MODEL_BYTES = readFileSync(fixture('credit-sklearn.onnx'));
-const METADATA_BYTES = readFileSync(fixture('credit-sklearn.metadata.json'));
-const MODEL_SHA = sha256Hex(MODEL_BYTES);
+const MODEL_SHA = FIXTURE_MODEL_SHA;
 const MODEL = 'credit-risk';
 const TOKEN = 'a-long-enough-test-token-123';
 const AUTH = { authorization: `Bearer ${TOKEN}` };
@@ -43,13 +37,7 @@ let serving: Serving | undefined;
 
 async function serveFixture(): Promise<void> {
   const registry = new Registry(store);
-  const metadataKey = keys.modelMetadata(sha256Hex(METADATA_BYTES));
-  await store.put(keys.modelBlob(MODEL_SHA), MODEL_BYTES);
-  await store.put(metadataKey, METADATA_BYTES);
-  await registry.registerVersion(
-    fixtureVersionDraft({ model: MODEL, artifact: { sha256: MODEL_SHA, key: keys.modelBlob(MODEL_SHA), size: MODEL_BYTES.length, metadataKey }, run: '1' }),
-  );
-  await registry.moveAlias({ model: MODEL, alias: 'production', version: 1, expectedVersion: null, run: { workflowId: 'wf-p1', runId: 'run-p1' } });
+  await deployFixtureModel(store, registry, MODEL);
   host = new ModelHost(registry, store, logger);
   await host.refresh();
   expect(host.get(MODEL)?.version).toBe(1);
