@@ -5,6 +5,14 @@ import { keys } from '../store/keys.js';
 
 export type PredictionOutput = { label: number | string; probabilities: Record<string, number> } | { value: number };
 
+/**
+ * Which route answered: `production` (the alias), `canary` (a canary's share),
+ * `challenger` (an A/B test's B arm) or `shadow` (scored on a copy of a production
+ * request; never returned to the caller).
+ */
+export const ARMS = ['production', 'canary', 'challenger', 'shadow'] as const;
+export type Arm = (typeof ARMS)[number];
+
 /** One answered prediction row, as written (one JSON object per line) under predictions/. */
 export interface PredictionRecord {
   requestId: string;
@@ -14,9 +22,13 @@ export interface PredictionRecord {
   model: string;
   version: number;
   sha256: string;
-  arm: 'production';
+  arm: Arm;
+  /** The rollout that routed this row, when one was running. */
+  rolloutId?: string;
   features: Record<string, unknown>;
-  output: PredictionOutput;
+  /** Null when inference failed; `error` then says why. */
+  output: PredictionOutput | null;
+  error?: string;
   /** Inference latency of the request the row came in (shared by its rows). */
   latencyMs: number;
 }
