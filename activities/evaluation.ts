@@ -35,6 +35,27 @@ export interface EvaluationReport {
 
 type Metrics = Record<string, number | null>;
 
+/** Holdout rows (and the candidate's answers to them) kept in the evaluation report for pre-deployment validation. */
+export const EVALUATION_SAMPLE_ROWS = 200;
+
+/** First rows of the holdout with the answers evaluation got for them (in the evaluation's own batch). */
+export interface EvaluationSample {
+  features: string[];
+  rows: Row[];
+  /** Classification: probability per class, row-major; regression: the values. */
+  outputs: number[];
+  classes?: Array<number | string>;
+}
+
+function evaluationSample(rows: Row[], features: string[], prediction: Prediction): EvaluationSample {
+  const sampleRows = rows.map((r) => Object.fromEntries(features.map((f) => [f, r[f] ?? null])));
+  if (prediction.task === 'classification') {
+    const k = prediction.classes.length;
+    return { features, rows: sampleRows, outputs: Array.from(prediction.probabilities.subarray(0, rows.length * k)), classes: prediction.classes };
+  }
+  return { features, rows: sampleRows, outputs: Array.from(prediction.values.subarray(0, rows.length)) };
+}
+
 function scalarMetrics(metrics: object): Metrics {
   const out: Metrics = {};
   for (const [name, value] of Object.entries(metrics)) if (typeof value === 'number' || value === null) out[name] = value;
@@ -85,7 +106,8 @@ export function evaluationActivities(deps: ActivityDeps) {
           await deps.store.getToFile(input.split.holdoutKey, holdoutPath);
           const columns = [...featureColumns(input.spec), input.spec.target.column];
           const rows = await readSplitRows(holdoutPath, input.spec, columns);
-          const candidate = score(input.spec, rows, await predictWith(input.artifact, rows));
+          const candidatePrediction = await predictWith(input.artifact, rows);
+          const candidate = score(input.spec, rows, candidatePrediction);
           let production: EvaluationReport['production'] = null;
           let notComparable: string | null = null;
           if (input.production) {
@@ -123,6 +145,8 @@ export function evaluationActivities(deps: ActivityDeps) {
             production,
             gates: gates.results,
             passed: gates.passed,
+            // What pre-deployment validation re-scores: the same rows must get the same answers from the artifact served.
+            sample: evaluationSample(rows.slice(0, EVALUATION_SAMPLE_ROWS), featureColumns(input.spec), candidatePrediction),
           };
           await deps.store.put(reportKey, JSON.stringify(report, null, 2), { contentType: 'application/json' });
           log.info({ metrics: candidate.metrics, passed: gates.passed, production: production?.version ?? null }, 'model evaluated');

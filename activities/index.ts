@@ -4,6 +4,7 @@ import { trainingActivities } from './training.js';
 import { evaluationActivities } from './evaluation.js';
 import { registryActivities } from './registry.js';
 import { notifyActivities } from './notify.js';
+import { deploymentActivities } from './deployment.js';
 
 export type { ActivityDeps } from './deps.js';
 
@@ -16,6 +17,7 @@ export function createActivities(deps: ActivityDeps) {
     ...evaluationActivities(deps),
     ...registryActivities(deps),
     ...notifyActivities(deps),
+    ...deploymentActivities(deps),
   };
 }
 

@@ -46,6 +46,8 @@ export interface PromoteInput {
   version: number;
   expectedVersion: number | null;
   strategy: string;
+  /** Set when a rollout (canary, shadow, A/B) makes the move. */
+  rolloutId?: string;
   run: { workflowId: string; runId: string };
 }
 
@@ -110,6 +112,7 @@ export function registryActivities(deps: ActivityDeps) {
             expectedVersion: input.expectedVersion,
             run: input.run,
             strategy: input.strategy,
+            ...(input.rolloutId ? { rolloutId: input.rolloutId } : {}),
           });
         } catch (err) {
           if (err instanceof VersionArchivedError) {

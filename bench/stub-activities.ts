@@ -61,6 +61,25 @@ export function stubActivities(): PipelineActivities {
     async promoteVersion() {
       return { ok: true, previousVersion: null };
     },
+    async validateDeployment(input) {
+      return { model: input.model, version: input.version, sha256: SHA, rows: 1, maxAbsDiff: 0, latencyP50Ms: 0, latencyP95Ms: 0, passed: true, problems: [], reportKey: 'validation' };
+    },
+    // The example deploys directly: the rollout activities below are never called by the benchmark.
+    async setTraffic() {
+      throw new Error('not used by the benchmark');
+    },
+    async clearTraffic() {
+      throw new Error('not used by the benchmark');
+    },
+    async analyzeRollout() {
+      throw new Error('not used by the benchmark');
+    },
+    async restoreAlias() {
+      throw new Error('not used by the benchmark');
+    },
+    async recordRollout() {
+      throw new Error('not used by the benchmark');
+    },
     // Only called for specs with webhooks; the example has none.
     async sendNotification() {
       return { status: 200 };

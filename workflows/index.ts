@@ -1,3 +1,5 @@
 export { modelPipeline } from './model-pipeline.js';
 export type { PipelineInput, PipelineResult } from './model-pipeline.js';
 export { deliverNotification } from './notification.js';
+export { rolloutWorkflow } from './rollout.js';
+export type { RolloutInput, RolloutResult } from './rollout.js';

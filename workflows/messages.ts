@@ -35,6 +35,8 @@ export interface PipelineStatus {
   metrics?: Record<string, number | null>;
   gates?: GateResult[];
   awaitingApproval?: AwaitingApproval;
+  /** Set while a canary, shadow or A/B rollout deploys this run's version. */
+  rollout?: { workflowId: string; rolloutId: string };
   error?: string;
 }
 

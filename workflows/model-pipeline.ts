@@ -5,11 +5,13 @@ import {
   proxyActivities,
   setHandler,
   ParentClosePolicy,
+  executeChild,
   patched,
   startChild,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { PipelineActivities } from '../activities/index.js';
 import { STAGES, STAGE_STATE, type StageName } from '../src/shared/constants.js';
 import { durationMs } from '../src/shared/duration.js';
@@ -29,6 +31,8 @@ import {
 import { dataPreset, deploymentPreset, evaluationPreset, quickPreset, trainingPreset } from './presets.js';
 import { deliverNotification } from './notification.js';
 import { ApprovalBallot, approvalEvents } from './approval.js';
+import { rolloutWorkflow } from './rollout.js';
+import { rolloutWorkflowId } from './rollout-messages.js';
 import type { WebhookEventKind } from '../src/notify/webhooks.js';
 
 export interface PipelineInput {
@@ -50,7 +54,7 @@ export interface PipelineResult {
 }
 
 /** Workflow changes guarded for replay of older histories; never remove an entry while such runs may exist. */
-const PATCHES = { noStageSearchAttribute: 'no-stage-search-attribute' } as const;
+const PATCHES = { noStageSearchAttribute: 'no-stage-search-attribute', preDeploymentValidation: 'pre-deployment-validation' } as const;
 
 /** How often a promotion re-checks gates after losing the alias race to another run. */
 const MAX_PROMOTION_ATTEMPTS = 20;
@@ -245,6 +249,51 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
     // 6. Deployment: compare-and-swap the alias; if another run promoted meanwhile,
     // the candidate must beat the new production model before it may replace it.
     begin((current = 'deploy'));
+    const rolloutId = `${spec.name}-v${record.version}-${run.runId.slice(0, 8)}`;
+    if (spec.deployment.strategy !== 'direct') {
+      // Canary, shadow and A/B rollouts are workflows of their own (one per model at a
+      // time): they validate, move traffic step by step, and undo everything on failure.
+      const rollout = { workflowId: rolloutWorkflowId(spec.name), rolloutId };
+      status.rollout = rollout;
+      let result;
+      try {
+        result = await executeChild(rolloutWorkflow, {
+          workflowId: rollout.workflowId,
+          args: [{ rolloutId, model: spec.name, version: record.version, sha256: artifact.sha256, deployment: spec.deployment, expectedProduction: production?.version ?? null, requestedBy: input.submittedBy }],
+          // Cancelling this run cancels the rollout, which then undoes its steps.
+          parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
+        });
+      } catch (err) {
+        if (err instanceof WorkflowExecutionAlreadyStartedError) {
+          throw ApplicationFailure.create({ type: ErrorType.TrafficOwned, nonRetryable: true, message: `another rollout of ${spec.name} is in progress (${rollout.workflowId}); ${spec.name}@${record.version} stays registered, not deployed` });
+        }
+        throw err;
+      }
+      if (result.outcome !== 'promoted') {
+        notify('rolled_back', { model: spec.name, version: record.version, sha256: artifact.sha256, strategy: spec.deployment.strategy, outcome: result.outcome, reason: result.reason, rolloutId });
+        throw ApplicationFailure.create({ type: ErrorType.RolledBack, nonRetryable: true, message: `${spec.deployment.strategy} rollout of ${spec.name}@${record.version} ${result.outcome.replace('_', ' ')}: ${result.reason}` });
+      }
+      end('deploy', `${spec.deployment.strategy} rollout: ${spec.deployment.alias} → ${spec.name}@${record.version} (was ${result.previousVersion ?? 'none'})`);
+      status.stage = 'done';
+      status.outcome = RunOutcome.Deployed;
+      notify('deployed', { model: spec.name, version: record.version, sha256: artifact.sha256, alias: spec.deployment.alias, previousVersion: result.previousVersion, workflowId: run.workflowId, strategy: spec.deployment.strategy, rolloutId });
+      await Promise.allSettled(notifications);
+      return {
+        outcome: RunOutcome.Deployed,
+        model: spec.name,
+        version: record.version,
+        sha256: artifact.sha256,
+        dataVersion: dataset.sha256,
+        metrics: report.metrics,
+        deployedAlias: spec.deployment.alias,
+        previousVersion: result.previousVersion,
+      };
+    }
+    // Before any traffic: the exact artifact, in a fresh session, gives evaluation's answers in time.
+    if (patched(PATCHES.preDeploymentValidation)) {
+      const { sampleRows, tolerance, maxLatencyMs } = spec.deployment.validation;
+      await evaluation.validateDeployment({ model: spec.name, version: record.version, rolloutId, sampleRows, tolerance, maxLatencyMs });
+    }
     for (let attempt = 1; ; attempt++) {
       const promoted = await deployment.promoteVersion({
         model: spec.name,

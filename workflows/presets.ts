@@ -37,6 +37,13 @@ export const deploymentPreset: ActivityOptions = {
   retry: infraRetry,
 };
 
+/** Analysis of a rollout window: downloads part of the prediction log and queries it with DuckDB. */
+export const analysisPreset: ActivityOptions = {
+  startToCloseTimeout: '10m',
+  heartbeatTimeout: '1m',
+  retry: infraRetry,
+};
+
 export function trainingPreset(trainer: TrainerSpec, taskQueue: string): ActivityOptions {
   return {
     taskQueue,

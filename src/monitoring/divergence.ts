@@ -43,3 +43,112 @@ export function jsDivergence(p: readonly number[], q: readonly number[]): number
   }
   return Math.min(1, Math.max(0, sum));
 }
+
+/**
+ * Pearson chi-square test of homogeneity on a 2 x k contingency table: do the two count
+ * vectors come from the same categorical distribution? Both are samples, so the reference
+ * counts are not treated as exact. Bins empty in both are dropped; df = remaining bins - 1.
+ */
+export function chiSquare(reference: readonly number[], current: readonly number[]): { statistic: number; df: number; pValue: number } {
+  checkSameLength(reference, current);
+  const nr = reference.reduce((a, b) => a + b, 0);
+  const nc = current.reduce((a, b) => a + b, 0);
+  if (nr <= 0 || nc <= 0) throw new Error('chi-square needs counts in both distributions');
+  const n = nr + nc;
+  let statistic = 0;
+  let bins = 0;
+  for (let i = 0; i < reference.length; i++) {
+    const total = reference[i]! + current[i]!;
+    if (total <= 0) continue;
+    bins++;
+    const er = (total * nr) / n;
+    const ec = (total * nc) / n;
+    statistic += (reference[i]! - er) ** 2 / er + (current[i]! - ec) ** 2 / ec;
+  }
+  const df = bins - 1;
+  return { statistic, df, pValue: df === 0 ? 1 : chiSquarePValue(statistic, df) };
+}
+
+/** P(X >= x) for X ~ chi-square with df degrees of freedom. */
+export function chiSquarePValue(x: number, df: number): number {
+  if (!(df > 0)) throw new Error(`chi-square needs positive degrees of freedom, got ${df}`);
+  if (x <= 0) return 1;
+  return regularisedGammaQ(df / 2, x / 2);
+}
+
+/** ln Γ(x) for x > 0 (Lanczos, g = 7, n = 9; ~15 significant digits). */
+function lnGamma(x: number): number {
+  const c = [
+    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905,
+    -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
+  ];
+  if (x < 0.5) return Math.log(Math.PI / Math.abs(Math.sin(Math.PI * x))) - lnGamma(1 - x);
+  const z = x - 1;
+  let sum = c[0]!;
+  for (let i = 1; i < c.length; i++) sum += c[i]! / (z + i);
+  const t = z + 7.5;
+  return 0.5 * Math.log(2 * Math.PI) + (z + 0.5) * Math.log(t) - t + Math.log(sum);
+}
+
+/** Q(a, x) = Γ(a, x) / Γ(a): the series for x < a + 1, else a Lentz continued fraction. */
+function regularisedGammaQ(a: number, x: number): number {
+  const logPrefix = -x + a * Math.log(x) - lnGamma(a);
+  if (x < a + 1) {
+    let term = 1 / a;
+    let sum = term;
+    for (let n = 1; n < 10_000; n++) {
+      term *= x / (a + n);
+      sum += term;
+      if (Math.abs(term) < Math.abs(sum) * 1e-15) break;
+    }
+    return Math.min(1, Math.max(0, 1 - sum * Math.exp(logPrefix)));
+  }
+  const tiny = 1e-300;
+  let b = x + 1 - a;
+  let c = 1 / tiny;
+  let d = 1 / b;
+  let h = d;
+  for (let i = 1; i < 10_000; i++) {
+    const an = -i * (i - a);
+    b += 2;
+    d = an * d + b;
+    if (Math.abs(d) < tiny) d = tiny;
+    c = b + an / c;
+    if (Math.abs(c) < tiny) c = tiny;
+    d = 1 / d;
+    const delta = d * c;
+    h *= delta;
+    if (Math.abs(delta - 1) < 1e-15) break;
+  }
+  return Math.min(1, Math.max(0, Math.exp(logPrefix) * h));
+}
+
+/**
+ * Kolmogorov-Smirnov distance: the largest gap between two CDFs evaluated at the same
+ * points. Evaluated only at those points, it is a lower bound on the exact statistic.
+ */
+export function ksStatistic(cdfA: readonly number[], cdfB: readonly number[]): number {
+  checkSameLength(cdfA, cdfB);
+  let d = 0;
+  for (let i = 0; i < cdfA.length; i++) d = Math.max(d, Math.abs(cdfA[i]! - cdfB[i]!));
+  return d;
+}
+
+/**
+ * Asymptotic p-value of the two-sample KS test for distance d between samples of sizes n
+ * and m (Kolmogorov distribution with Stephens' small-sample correction).
+ */
+export function ksPValue(d: number, n: number, m: number): number {
+  if (n <= 0 || m <= 0) throw new Error(`KS needs two non-empty samples, got sizes ${n} and ${m}`);
+  if (d <= 0) return 1;
+  const ne = Math.sqrt((n * m) / (n + m));
+  const lambda = (ne + 0.12 + 0.11 / ne) * d;
+  if (lambda < 0.2) return 1; // the series converges slowly here and its sum is 1 to 1e-10
+  let sum = 0;
+  for (let j = 1; j <= 100; j++) {
+    const term = Math.exp(-2 * j * j * lambda * lambda);
+    sum += (j % 2 === 1 ? 1 : -1) * term;
+    if (term < 1e-16) break;
+  }
+  return Math.min(1, Math.max(0, 2 * sum));
+}

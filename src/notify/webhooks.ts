@@ -20,6 +20,8 @@ export const WebhookEventKind = {
   Rejected: 'rejected',
   Expired: 'expired',
   Deployed: 'deployed',
+  /** A rollout ended with production unchanged: refused by validation, rolled back on a breach, or aborted. */
+  RolledBack: 'rolled_back',
 } as const;
 export type WebhookEventKind = (typeof WebhookEventKind)[keyof typeof WebhookEventKind];
 const KINDS = new Set<string>(Object.values(WebhookEventKind));

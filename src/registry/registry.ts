@@ -7,6 +7,8 @@ import type {
   DecisionRecord,
   DeploymentRecord,
   ModelVersionRecord,
+  RolloutRecord,
+  TrafficRecord,
 } from '../shared/registry-types.js';
 
 export class AliasConflictError extends Error {
@@ -25,6 +27,17 @@ export class VersionArchivedError extends Error {
   ) {
     super(`${model}@${version} was archived by ${archivedBy ?? 'someone'} (${reason ?? 'no reason'}); archived versions are never deployed or aliased`);
     this.name = 'VersionArchivedError';
+  }
+}
+
+/** Another rollout owns the model's traffic split. */
+export class TrafficOwnedError extends Error {
+  constructor(
+    readonly model: string,
+    readonly owner: string | null,
+  ) {
+    super(`traffic of ${model} is split by rollout ${owner ?? '(unknown)'}; one rollout at a time per model`);
+    this.name = 'TrafficOwnedError';
   }
 }
 
@@ -179,6 +192,9 @@ export class Registry {
     expectedVersion: number | null;
     run: { workflowId: string; runId: string };
     strategy?: string;
+    rolloutId?: string;
+    by?: string;
+    reason?: string;
     now?: Date;
   }): Promise<AliasRecord> {
     const [record, meta] = await Promise.all([this.getVersion(input.model, input.version), this.store.getWithEtag(keys.versionMeta(input.model, input.version))]);
@@ -202,6 +218,9 @@ export class Registry {
       deployedAt: at,
       previousVersion: actual,
       run: input.run,
+      ...(input.rolloutId ? { rolloutId: input.rolloutId } : {}),
+      ...(input.by ? { by: input.by } : {}),
+      ...(input.reason ? { reason: input.reason } : {}),
     };
     try {
       await this.store.put(keys.aliasEntry(input.model, input.alias, next.seq), json(next), { ifAbsent: true, contentType: 'application/json' });
@@ -213,6 +232,67 @@ export class Registry {
       throw err;
     }
     return next;
+  }
+
+  /** The alias's entries, newest first (at most `limit`). */
+  async aliasHistory(model: string, alias: string, limit = RECENT_SCAN): Promise<AliasRecord[]> {
+    return this.aliasLog(model, alias, limit);
+  }
+
+  /** The model's current traffic split; null when none was ever set (production only). */
+  async getTraffic(model: string): Promise<TrafficRecord | null> {
+    const found = (await this.store.list(keys.trafficPrefix(model))).filter((k) => k.endsWith('.json'));
+    const last = found.at(-1);
+    return last ? (JSON.parse((await this.store.get(last)).toString('utf8')) as TrafficRecord) : null;
+  }
+
+  /**
+   * Appends a traffic entry. Only the rollout that owns the split (or anyone, when the
+   * split is `none`) may change it; re-writing the step a rollout already wrote is a
+   * no-op, so a retried activity is safe. `force` lets an operator clear a split whose
+   * rollout is gone.
+   */
+  async setTraffic(entry: Omit<TrafficRecord, 'seq' | 'updatedAt'>, opts: { now?: Date; force?: boolean } = {}): Promise<TrafficRecord> {
+    checkName('model', entry.model);
+    for (let attempt = 0; attempt < MAX_ALLOCATION_ATTEMPTS; attempt++) {
+      const current = await this.getTraffic(entry.model);
+      if (current && current.rolloutId === entry.rolloutId && current.step === entry.step) return current;
+      const owned = current && current.mode !== 'none' && current.rolloutId !== entry.rolloutId;
+      if (owned && !opts.force) throw new TrafficOwnedError(entry.model, current.rolloutId);
+      if (entry.candidate) {
+        const record = await this.getVersion(entry.model, entry.candidate.version);
+        if (record.artifact.sha256 !== entry.candidate.sha256) {
+          throw new Error(`${entry.model}@${entry.candidate.version} has artifact ${record.artifact.sha256.slice(0, 12)}, not ${entry.candidate.sha256.slice(0, 12)}`);
+        }
+      }
+      const next: TrafficRecord = { ...entry, seq: (current?.seq ?? 0) + 1, updatedAt: (opts.now ?? new Date()).toISOString() };
+      try {
+        await this.store.put(keys.trafficEntry(entry.model, next.seq), json(next), { ifAbsent: true, contentType: 'application/json' });
+        return next;
+      } catch (err) {
+        if (!(err instanceof PreconditionFailedError)) throw err;
+      }
+    }
+    throw new Error(`could not update the traffic split of ${entry.model} after ${MAX_ALLOCATION_ATTEMPTS} attempts`);
+  }
+
+  /** Stores a finished rollout's record; writing the same rollout again keeps the first record. */
+  async recordRollout(record: RolloutRecord): Promise<RolloutRecord> {
+    const key = keys.rollout(record.model, record.rolloutId);
+    try {
+      await this.store.put(key, json(record), { ifAbsent: true, contentType: 'application/json' });
+      return record;
+    } catch (err) {
+      if (!(err instanceof PreconditionFailedError)) throw err;
+      return JSON.parse((await this.store.get(key)).toString('utf8')) as RolloutRecord;
+    }
+  }
+
+  /** Finished rollouts of a model, oldest first. */
+  async listRollouts(model: string): Promise<RolloutRecord[]> {
+    const found = (await this.store.list(keys.rolloutsPrefix(model))).filter((k) => k.endsWith('.json'));
+    const records = await Promise.all(found.map(async (k) => JSON.parse((await this.store.get(k)).toString('utf8')) as RolloutRecord));
+    return records.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
   }
 
   /** Every alias move of a model (all aliases), oldest first. */

@@ -17,6 +17,10 @@ export class ServingMetrics {
   /** Time to answer a prediction request (validation and inference), per request. */
   readonly latency: Histogram<'model' | 'version' | 'arm'>;
   readonly logDropped: Counter;
+  /** Inference that threw, per arm (a failed canary or challenger request is answered by production). */
+  readonly inferenceFailures: Counter<'model' | 'version' | 'arm'>;
+  /** Shadow copies not scored because too many were in flight. */
+  readonly shadowSkipped: Counter<'model'>;
   readonly logPending: Gauge;
 
   constructor(pendingRows: () => number = () => 0) {
@@ -35,6 +39,13 @@ export class ServingMetrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     });
+    this.inferenceFailures = new Counter({
+      name: 'conveyor_inference_failures_total',
+      help: 'Inference runs that failed, per model, version and arm (failed canary/challenger requests are answered by production)',
+      labelNames: ['model', 'version', 'arm'],
+      registers,
+    });
+    this.shadowSkipped = new Counter({ name: 'conveyor_shadow_skipped_total', help: 'Shadow copies not scored because too many were in flight', labelNames: ['model'], registers });
     this.logDropped = new Counter({ name: 'conveyor_prediction_log_dropped_total', help: 'Prediction log rows dropped because the buffer was full', registers });
     this.logPending = new Gauge({
       name: 'conveyor_prediction_log_pending',

@@ -4,6 +4,7 @@ import type { ArtifactStore } from '../store/artifact-store.js';
 import { ArtifactIntegrityError, MISSING_CATEGORY, ModelSignatureError, type LoadedModel } from '../eval/onnx-model.js';
 import { loadStoredModel } from '../eval/stored-model.js';
 import { ALIASES } from '../shared/constants.js';
+import type { TrafficMode } from '../shared/registry-types.js';
 
 export interface ServedModel {
   model: string;
@@ -12,19 +13,46 @@ export interface ServedModel {
   loaded: LoadedModel;
   inFlight: number;
   loadedAt: string;
-  /** Set when a newer version took over: released as soon as its last request finishes. */
+  /** Set when no route uses it any more: released as soon as its last request finishes. */
   retired?: Promise<void>;
 }
 
 type Retiring = ServedModel & { onDrained?: () => void };
 
+/** A share of traffic (canary, ab) or a copy of it (shadow) going to a candidate version. */
+export interface TrafficSplit {
+  mode: Exclude<TrafficMode, 'none'>;
+  candidate: ServedModel;
+  /** Percent of requests routed to the candidate (canary, ab); shadow copies every request. */
+  percent: number;
+  rolloutId: string | null;
+}
+
+export interface ModelRoute {
+  production: ServedModel;
+  split: TrafficSplit | null;
+}
+
+export interface RouteSummary {
+  model: string;
+  version: number;
+  sha256: string;
+  loadedAt: string;
+  traffic: { mode: TrafficSplit['mode']; version: number; percent: number; rolloutId: string | null } | null;
+}
+
+const sessionKey = (version: number, sha256: string): string => `${version}:${sha256}`;
+
 /**
- * Keeps one inference session per model on the version its alias points at.
- * A new version is loaded (hash verified) and warmed up before it takes traffic;
- * the old session is released only after its in-flight requests finish.
+ * Keeps the inference sessions each model's routes need: the version its alias points
+ * at and, during a rollout, the candidate named by the model's traffic split. A new
+ * version is loaded (hash verified) and warmed up before any request is routed to it;
+ * a session no route uses is released only after its in-flight requests finish. A
+ * session moving between roles (candidate promoted to production) is kept, not reloaded.
  */
 export class ModelHost {
-  private readonly served = new Map<string, ServedModel>();
+  private readonly routes = new Map<string, ModelRoute>();
+  private readonly sessions = new Map<string, Map<string, ServedModel>>();
   private readonly failedLoads = new Map<string, string>();
   private refreshing: Promise<void> | undefined;
   ready = false;
@@ -36,18 +64,33 @@ export class ModelHost {
     private readonly alias: string = ALIASES.production,
   ) {}
 
+  route(model: string): ModelRoute | undefined {
+    return this.routes.get(model);
+  }
+
+  /** The production session of a model. */
   get(model: string): ServedModel | undefined {
-    return this.served.get(model);
+    return this.routes.get(model)?.production;
   }
 
-  list(): Array<Omit<ServedModel, 'loaded' | 'inFlight'>> {
-    return [...this.served.values()].map(({ model, version, sha256, loadedAt }) => ({ model, version, sha256, loadedAt }));
+  list(): RouteSummary[] {
+    return [...this.routes.entries()].map(([model, { production: p, split }]) => ({
+      model,
+      version: p.version,
+      sha256: p.sha256,
+      loadedAt: p.loadedAt,
+      traffic: split ? { mode: split.mode, version: split.candidate.version, percent: split.percent, rolloutId: split.rolloutId } : null,
+    }));
   }
 
-  /** Runs `fn` against the current session, counting it as in flight so a swap never releases it mid-request. */
+  /** Runs `fn` against the model's production session (see `useSession`). */
   async use<T>(model: string, fn: (served: ServedModel) => Promise<T>): Promise<T | undefined> {
-    const served = this.served.get(model);
-    if (!served) return undefined;
+    const served = this.get(model);
+    return served ? this.useSession(served, fn) : undefined;
+  }
+
+  /** Runs `fn` against a session, counting it as in flight so a swap never releases it mid-request. */
+  async useSession<T>(served: ServedModel, fn: (served: ServedModel) => Promise<T>): Promise<T> {
     served.inFlight++;
     try {
       return await fn(served);
@@ -66,36 +109,72 @@ export class ModelHost {
 
   private async doRefresh(): Promise<void> {
     for (const model of await this.registry.listModels()) {
-      const alias = await this.registry.getAlias(model, this.alias);
-      const current = this.served.get(model);
-      if (!alias || (current && current.version === alias.version && current.sha256 === alias.sha256)) continue;
-      const attemptKey = `${alias.version}:${alias.sha256}`;
-      if (this.failedLoads.get(model) === attemptKey) continue;
-      try {
-        await this.swap(model, alias.version);
-        this.failedLoads.delete(model);
-      } catch (err) {
-        // Only a verdict on the artifact itself is final; a store outage is retried next poll.
-        const permanent = err instanceof ArtifactIntegrityError || err instanceof ModelSignatureError;
-        if (permanent) this.failedLoads.set(model, attemptKey);
-        this.logger.error(
-          { model, version: alias.version, err: (err as Error).message, permanent },
-          permanent ? 'refusing to serve new version; keeping the current one' : 'could not load new version yet; will retry',
-        );
+      const [alias, traffic] = await Promise.all([this.registry.getAlias(model, this.alias), this.registry.getTraffic(model)]);
+      if (!alias) continue;
+      const current = this.routes.get(model);
+      const production = await this.session(model, alias.version, alias.sha256);
+      if (!production) continue;
+      let split: TrafficSplit | null = null;
+      if (traffic && traffic.mode !== 'none' && traffic.candidate && traffic.candidate.version !== alias.version) {
+        const candidate = await this.session(model, traffic.candidate.version, traffic.candidate.sha256);
+        // A candidate that cannot be loaded gets no traffic; production keeps all of it.
+        if (candidate) split = { mode: traffic.mode, candidate, percent: traffic.percent, rolloutId: traffic.rolloutId };
       }
+      this.routes.set(model, { production, split });
+      if (current?.production !== production) {
+        this.logger.info({ model, version: production.version, sha256: production.sha256, previous: current?.production.version ?? null }, 'serving new version');
+      }
+      const splitChanged = (current?.split?.candidate ?? null) !== (split?.candidate ?? null) || current?.split?.percent !== split?.percent || current?.split?.mode !== split?.mode;
+      if (splitChanged) {
+        this.logger.info({ model, mode: split?.mode ?? 'none', candidate: split?.candidate.version ?? null, percent: split?.percent ?? 0, rolloutId: split?.rolloutId ?? null }, 'traffic split changed');
+      }
+      this.releaseUnused(model);
     }
     this.ready = true;
   }
 
-  private async swap(model: string, version: number): Promise<void> {
-    const record = await this.registry.getVersion(model, version);
-    const loaded = await loadStoredModel(this.store, record.artifact);
-    const warmup = Object.fromEntries(loaded.metadata.inputs.map((i) => [i.name, i.type === 'float' ? 0 : MISSING_CATEGORY]));
-    await loaded.predict([warmup]);
-    const previous = this.served.get(model);
-    this.served.set(model, { model, version, sha256: record.artifact.sha256, loaded, inFlight: 0, loadedAt: new Date().toISOString() });
-    this.logger.info({ model, version, sha256: record.artifact.sha256, previous: previous?.version ?? null }, 'serving new version');
-    if (previous) void this.drainAndRelease(previous);
+  /**
+   * The loaded, warmed-up session of a version, loading it if needed. Undefined when it
+   * cannot be loaded: a verdict on the artifact itself (hash, signature) is final for
+   * that artifact; a store outage is retried on the next poll.
+   */
+  private async session(model: string, version: number, sha256: string): Promise<ServedModel | undefined> {
+    const key = sessionKey(version, sha256);
+    const existing = this.sessions.get(model)?.get(key);
+    if (existing) return existing;
+    if (this.failedLoads.get(model)?.includes(`|${key}|`)) return undefined;
+    try {
+      const record = await this.registry.getVersion(model, version);
+      if (record.artifact.sha256 !== sha256) throw new ArtifactIntegrityError(sha256, record.artifact.sha256);
+      const loaded = await loadStoredModel(this.store, record.artifact);
+      const warmup = Object.fromEntries(loaded.metadata.inputs.map((i) => [i.name, i.type === 'float' ? 0 : MISSING_CATEGORY]));
+      await loaded.predict([warmup]);
+      const served: ServedModel = { model, version, sha256, loaded, inFlight: 0, loadedAt: new Date().toISOString() };
+      let byKey = this.sessions.get(model);
+      if (!byKey) this.sessions.set(model, (byKey = new Map()));
+      byKey.set(key, served);
+      return served;
+    } catch (err) {
+      const permanent = err instanceof ArtifactIntegrityError || err instanceof ModelSignatureError;
+      if (permanent) this.failedLoads.set(model, `${this.failedLoads.get(model) ?? ''}|${key}|`);
+      this.logger.error(
+        { model, version, err: (err as Error).message, permanent },
+        permanent ? 'refusing to serve this version; routes keep their current sessions' : 'could not load version yet; will retry',
+      );
+      return undefined;
+    }
+  }
+
+  /** Drains and releases sessions of `model` that its route no longer uses. */
+  private releaseUnused(model: string): void {
+    const route = this.routes.get(model);
+    const byKey = this.sessions.get(model);
+    if (!byKey) return;
+    for (const [key, served] of byKey) {
+      if (served === route?.production || served === route?.split?.candidate) continue;
+      byKey.delete(key);
+      void this.drainAndRelease(served);
+    }
   }
 
   /** Releases `old` once no request uses it: at once if idle, else when the last one finishes. */
@@ -110,7 +189,8 @@ export class ModelHost {
 
   async close(): Promise<void> {
     await this.refreshing;
-    for (const served of this.served.values()) await this.drainAndRelease(served);
-    this.served.clear();
+    this.routes.clear();
+    for (const byKey of this.sessions.values()) for (const served of byKey.values()) await this.drainAndRelease(served);
+    this.sessions.clear();
   }
 }

@@ -7,12 +7,44 @@ import { isValidName } from '../shared/names.js';
 import { InputValidationError } from '../eval/onnx-model.js';
 import type { ArtifactStore } from '../store/artifact-store.js';
 import { keys } from '../store/keys.js';
-import type { ModelHost } from './model-host.js';
+import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
 import { ServingMetrics, UNKNOWN_MODEL_LABEL } from './metrics.js';
-import { PredictionLog, type PredictionLogOptions, type PredictionOutput } from './prediction-log.js';
+import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionOutput } from './prediction-log.js';
+
+type Row = Record<string, number | string | boolean | null>;
+
+/** Header naming the key a request is routed by (sticky A/B and canary assignment); the body's "key" wins. */
+export const ROUTING_KEY_HEADER = 'x-conveyor-routing-key';
+
+/**
+ * Where a routing key falls in 0..9999: FNV-1a over rollout id and key, so one key
+ * stays in one arm for a whole rollout and a new rollout reshuffles.
+ */
+export function bucket(rolloutId: string, key: string): number {
+  let h = 0x811c9dc5;
+  const s = `${rolloutId}:${key}`;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % 10_000;
+}
+
+/** Missing and unknown features are refused against production's signature, before any arm runs. */
+function checkSignature(served: ServedModel, rows: Row[]): void {
+  const inputs = served.loaded.metadata.inputs.map((i) => i.name);
+  for (const [index, row] of rows.entries()) {
+    const missing = inputs.find((n) => !(n in row));
+    if (missing) throw new InputValidationError(missing, index, 'missing feature');
+    const extra = Object.keys(row).find((k) => !inputs.includes(k));
+    if (extra) throw new InputValidationError(extra, index, 'unknown feature');
+  }
+}
 
 const predictBody = z
   .object({
+    /** Routing key for sticky assignment in A/B tests and canaries (e.g. a user id). */
+    key: z.string().min(1).max(200).optional(),
     instances: z.array(z.record(z.string(), z.union([z.number(), z.string(), z.boolean(), z.null()]))).min(1).max(10_000).optional(),
     instance: z.record(z.string(), z.union([z.number(), z.string(), z.boolean(), z.null()])).optional(),
   })
@@ -48,6 +80,8 @@ export interface ServingOptions {
    */
   store?: ArtifactStore;
   predictionLog?: Partial<PredictionLogOptions>;
+  /** Shadow scorings allowed in flight at once; past it copies are skipped (and counted), never queued. */
+  maxShadowInFlight?: number;
 }
 
 export interface Serving {
@@ -79,6 +113,8 @@ export function buildServing(opts: ServingOptions): Serving {
   const tokens = servingTokenStore(opts.tokens);
   const app = Fastify({ loggerInstance: opts.logger.child({ component: 'serving' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: opts.bodyLimitBytes ?? 5 * 1024 * 1024, genReqId: () => randomUUID() });
   let predictionLog: PredictionLog | undefined;
+  let shadowInFlight = 0;
+  const maxShadowInFlight = opts.maxShadowInFlight ?? 64;
   const metrics = new ServingMetrics(() => predictionLog?.pending ?? 0);
   if (opts.store) {
     predictionLog = new PredictionLog(opts.store, opts.logger.child({ component: 'prediction-log' }), opts.predictionLog, (n) => metrics.logDropped.inc(n));
@@ -115,9 +151,67 @@ export function buildServing(opts: ServingOptions): Serving {
     return reply.code(404).send({ error: `unknown method "${method ?? ''}"; use POST /v1/models/<name>:predict or <name>:feedback` });
   });
 
+  /** Runs a session on rows already checked against production's signature, and shapes its answers. */
+  async function infer(served: ServedModel, rows: Row[]): Promise<{ predictions: PredictionOutput[]; latencyMs: number }> {
+    // A candidate may need a feature production does not: that is the candidate's failure, not the caller's.
+    const missing = served.loaded.metadata.inputs.find((i) => !(i.name in rows[0]!));
+    if (missing) throw new Error(`${served.model}@${served.version} needs feature "${missing.name}", which production's signature does not have`);
+    const started = performance.now();
+    const prediction = await served.loaded.predict(rows);
+    const latencyMs = performance.now() - started;
+    const predictions: PredictionOutput[] =
+      prediction.task === 'classification'
+        ? prediction.labels.map((label, i) => ({
+            label,
+            probabilities: Object.fromEntries(prediction.classes.map((c, j) => [String(c), prediction.probabilities[i * prediction.classes.length + j]!])),
+          }))
+        : [...prediction.values].map((value) => ({ value }));
+    return { predictions, latencyMs };
+  }
+
+  function logRows(requestId: string, served: ServedModel, arm: Arm, rolloutId: string | null, rows: Row[], answer: { predictions: PredictionOutput[]; latencyMs: number } | { error: string; latencyMs: number }): void {
+    if (!predictionLog) return;
+    const time = new Date().toISOString();
+    const base = { requestId, time, model: served.model, version: served.version, sha256: served.sha256, arm, ...(rolloutId ? { rolloutId } : {}), latencyMs: answer.latencyMs };
+    predictionLog.append(
+      rows.map((features, rowIndex) =>
+        'error' in answer ? { ...base, rowIndex, features, output: null, error: answer.error } : { ...base, rowIndex, features, output: answer.predictions[rowIndex]! },
+      ),
+    );
+  }
+
+  /** Scores a copy of the request on the shadow candidate after the caller has its answer; never throws. */
+  function shadowScore(requestId: string, split: TrafficSplit, rows: Row[]): void {
+    if (shadowInFlight >= maxShadowInFlight) {
+      metrics.shadowSkipped.inc({ model: split.candidate.model });
+      return;
+    }
+    shadowInFlight++;
+    setImmediate(() => {
+      const started = performance.now();
+      void opts.host
+        .useSession(split.candidate, (served) => infer(served, rows))
+        .then(
+          (answer) => {
+            metrics.predictions.inc({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' }, rows.length);
+            metrics.latency.observe({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' }, answer.latencyMs / 1000);
+            logRows(requestId, split.candidate, 'shadow', split.rolloutId, rows, answer);
+          },
+          (err: unknown) => {
+            metrics.inferenceFailures.inc({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' });
+            logRows(requestId, split.candidate, 'shadow', split.rolloutId, rows, { error: (err as Error).message, latencyMs: performance.now() - started });
+          },
+        )
+        .finally(() => {
+          shadowInFlight--;
+        });
+    });
+  }
+
   async function predict(name: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     // Only a model being served becomes a label value: callers cannot mint new series.
-    const modelLabel = opts.host.get(name) ? name : UNKNOWN_MODEL_LABEL;
+    const route = opts.host.route(name);
+    const modelLabel = route ? name : UNKNOWN_MODEL_LABEL;
     const fail = (code: 400 | 404, body: object): FastifyReply => {
       metrics.errors.inc({ model: modelLabel, reason: code === 400 ? 'bad_request' : 'not_found' });
       return reply.code(code).send(body);
@@ -125,57 +219,56 @@ export function buildServing(opts: ServingOptions): Serving {
     if (!isValidName(name)) return fail(400, { error: `invalid model name "${name}"` });
     const parsed = predictBody.safeParse(req.body);
     if (!parsed.success) return fail(400, { error: zodError(parsed.error) });
+    if (!route) return fail(404, { error: `model "${name}" has no production version being served` });
     const rows = parsed.data.instances ?? [parsed.data.instance!];
     const requestStarted = performance.now();
-    const result = await opts.host
-      .use(name, async (served) => {
-        const inputs = served.loaded.metadata.inputs.map((i) => i.name);
-        for (const [index, row] of rows.entries()) {
-          const missing = inputs.find((n) => !(n in row));
-          if (missing) throw new InputValidationError(missing, index, 'missing feature');
-          const extra = Object.keys(row).find((k) => !inputs.includes(k));
-          if (extra) throw new InputValidationError(extra, index, 'unknown feature');
-        }
-        const started = performance.now();
-        const prediction = await served.loaded.predict(rows);
-        const latencyMs = performance.now() - started;
-        const predictions: PredictionOutput[] =
-          prediction.task === 'classification'
-            ? prediction.labels.map((label, i) => ({
-                label,
-                probabilities: Object.fromEntries(prediction.classes.map((c, j) => [String(c), prediction.probabilities[i * prediction.classes.length + j]!])),
-              }))
-            : [...prediction.values].map((value) => ({ value }));
-        return { model: served.model, version: served.version, sha256: served.sha256, predictions, latencyMs };
-      })
-      .catch((err: unknown) => {
-        if (err instanceof InputValidationError) return { error: err.message, field: err.field } as const;
-        metrics.errors.inc({ model: modelLabel, reason: 'internal' });
-        throw err;
-      });
-    if (result === undefined) return fail(404, { error: `model "${name}" has no ${'production'} version being served` });
-    if ('error' in result) return fail(400, result);
-    const labels = { model: result.model, version: String(result.version), arm: 'production' };
-    metrics.predictions.inc(labels, result.predictions.length);
-    metrics.latency.observe(labels, (performance.now() - requestStarted) / 1000);
-    if (predictionLog) {
-      const time = new Date().toISOString();
-      predictionLog.append(
-        result.predictions.map((output, rowIndex) => ({
-          requestId: req.id,
-          rowIndex,
-          time,
-          model: result.model,
-          version: result.version,
-          sha256: result.sha256,
-          arm: 'production' as const,
-          features: rows[rowIndex]!,
-          output,
-          latencyMs: result.latencyMs,
-        })),
-      );
+    const { split } = route;
+    const routingKey = parsed.data.key ?? (typeof req.headers[ROUTING_KEY_HEADER] === 'string' ? req.headers[ROUTING_KEY_HEADER] : undefined);
+
+    // The request's own signature check is production's: that is the contract callers know.
+    let answered: { served: ServedModel; arm: Arm; answer: { predictions: PredictionOutput[]; latencyMs: number } } | undefined;
+    if (split && split.mode !== 'shadow' && bucket(split.rolloutId ?? '', routingKey ?? req.id) < split.percent * 100) {
+      const arm: Arm = split.mode === 'canary' ? 'canary' : 'challenger';
+      const started = performance.now();
+      try {
+        checkSignature(route.production, rows);
+        answered = { served: split.candidate, arm, answer: await opts.host.useSession(split.candidate, (served) => infer(served, rows)) };
+      } catch (err) {
+        if (err instanceof InputValidationError) return fail(400, { error: err.message, field: err.field });
+        // The candidate failed: the caller still gets production's answer; the failure is what the rollout's analysis counts.
+        metrics.inferenceFailures.inc({ model: name, version: String(split.candidate.version), arm });
+        logRows(req.id, split.candidate, arm, split.rolloutId, rows, { error: (err as Error).message, latencyMs: performance.now() - started });
+        req.log.warn({ err: (err as Error).message, version: split.candidate.version, arm }, 'candidate failed; answered by production');
+      }
     }
-    return { requestId: req.id, ...result };
+    if (!answered) {
+      try {
+        checkSignature(route.production, rows);
+        answered = { served: route.production, arm: 'production', answer: await opts.host.useSession(route.production, (served) => infer(served, rows)) };
+      } catch (err) {
+        if (err instanceof InputValidationError) return fail(400, { error: err.message, field: err.field });
+        metrics.errors.inc({ model: modelLabel, reason: 'internal' });
+        metrics.inferenceFailures.inc({ model: name, version: String(route.production.version), arm: 'production' });
+        logRows(req.id, route.production, 'production', split?.rolloutId ?? null, rows, { error: (err as Error).message, latencyMs: performance.now() - requestStarted });
+        throw err;
+      }
+      if (split?.mode === 'shadow') shadowScore(req.id, split, rows);
+    }
+    const { served, arm, answer } = answered;
+    const labels = { model: served.model, version: String(served.version), arm };
+    metrics.predictions.inc(labels, answer.predictions.length);
+    metrics.latency.observe(labels, (performance.now() - requestStarted) / 1000);
+    logRows(req.id, served, arm, split?.rolloutId ?? null, rows, answer);
+    return {
+      requestId: req.id,
+      model: served.model,
+      version: served.version,
+      arm,
+      sha256: served.sha256,
+      ...(split?.rolloutId && arm !== 'production' ? { rolloutId: split.rolloutId } : {}),
+      predictions: answer.predictions,
+      latencyMs: answer.latencyMs,
+    };
   }
 
   async function feedback(name: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {

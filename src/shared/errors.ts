@@ -16,6 +16,12 @@ export const ErrorType = {
   ApprovalExpired: 'ApprovalExpiredError',
   ArtifactIntegrity: 'ArtifactIntegrityError',
   InvalidName: 'InvalidNameError',
+  /** Pre-deployment validation refused the artifact (answers differ from evaluation, too slow, bad bytes). */
+  DeploymentValidation: 'DeploymentValidationError',
+  /** Another rollout owns the model's traffic split. */
+  TrafficOwned: 'TrafficOwnedError',
+  /** A rollout ended without promoting: rolled back on a breach, aborted, or not decided in time. */
+  RolledBack: 'RolledBackError',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -27,6 +33,8 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
   ErrorType.GateFailed,
   ErrorType.ArtifactIntegrity,
   ErrorType.InvalidName,
+  ErrorType.DeploymentValidation,
+  ErrorType.TrafficOwned,
 ];
 
 /** How a finished run is reported by the CLI; the exit code is stable for scripts. */
@@ -38,6 +46,8 @@ export const RunOutcome = {
   Expired: 'expired',
   Failed: 'failed',
   Cancelled: 'cancelled',
+  /** Deployment started but ended with production unchanged (validation refused, rollout rolled back or aborted). */
+  RolledBack: 'rolled_back',
   Running: 'running',
 } as const;
 export type RunOutcome = (typeof RunOutcome)[keyof typeof RunOutcome];
@@ -51,6 +61,7 @@ export const EXIT_CODES: Record<RunOutcome, number> = {
   rejected: 4,
   expired: 5,
   cancelled: 6,
+  rolled_back: 7,
 };
 
 /** The outcome a failure of each type means; any other failure is `failed`. */
@@ -59,4 +70,6 @@ export const OUTCOME_BY_ERROR_TYPE: Readonly<Record<string, RunOutcome>> = {
   [ErrorType.GateFailed]: RunOutcome.GateFailed,
   [ErrorType.ApprovalRejected]: RunOutcome.Rejected,
   [ErrorType.ApprovalExpired]: RunOutcome.Expired,
+  [ErrorType.DeploymentValidation]: RunOutcome.RolledBack,
+  [ErrorType.RolledBack]: RunOutcome.RolledBack,
 };

@@ -77,9 +77,70 @@ export interface AliasRecord {
   deployedAt: string;
   previousVersion: number | null;
   run: { workflowId: string; runId: string };
+  /** The rollout that made this move (canary, shadow or A/B promotion, or its undo). */
+  rolloutId?: string;
+  /** Who asked, for moves made by hand (`conveyor rollback`). */
+  by?: string;
+  reason?: string;
 }
 
 export type DeploymentRecord = AliasRecord;
+
+export const TRAFFIC_MODES = ['none', 'canary', 'shadow', 'ab'] as const;
+export type TrafficMode = (typeof TRAFFIC_MODES)[number];
+
+/**
+ * How serving splits a model's traffic besides its production alias. An append-only
+ * log like an alias: entry N+1 is created only if absent. `none` = production only.
+ */
+export interface TrafficRecord {
+  model: string;
+  seq: number;
+  mode: TrafficMode;
+  /** The version taking a share (canary, ab) or copies (shadow) of traffic. */
+  candidate: { version: number; sha256: string } | null;
+  /** Share of traffic (percent) routed to the candidate; 100 for shadow (every request copied). */
+  percent: number;
+  rolloutId: string | null;
+  /** Which step of the rollout wrote this entry, e.g. "canary-25", "shadow", "cleared". Makes writes retry-safe. */
+  step: string;
+  workflowId: string | null;
+  updatedAt: string;
+  reason?: string;
+}
+
+export const ROLLOUT_OUTCOMES = ['promoted', 'rolled_back', 'aborted', 'refused'] as const;
+export type RolloutOutcome = (typeof ROLLOUT_OUTCOMES)[number];
+
+/** The record a finished rollout leaves in the registry's deployment history. */
+export interface RolloutRecord {
+  rolloutId: string;
+  model: string;
+  version: number;
+  sha256: string;
+  strategy: string;
+  alias: string;
+  outcome: RolloutOutcome;
+  reason: string;
+  productionVersion: number | null;
+  startedAt: string;
+  endedAt: string;
+  workflowId: string;
+  /** Steps taken, in order, with what each analysis found. */
+  steps: RolloutStep[];
+  /** Objects holding the analyses and reports (pre-deployment validation, shadow comparison). */
+  reports: string[];
+  decidedBy?: string;
+}
+
+export interface RolloutStep {
+  step: string;
+  percent: number;
+  startedAt: string;
+  endedAt?: string;
+  verdict?: string;
+  summary?: string;
+}
 
 export interface DecisionRecord {
   model: string;

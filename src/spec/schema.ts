@@ -135,17 +135,111 @@ const webhookSchema = z
     url: z.string().url('must be an absolute http(s) URL'),
     /** Which events to send (default: all). */
     events: z
-      .array(z.enum(['approval_requested', 'approval_reminder', 'approval_escalated', 'approved', 'rejected', 'expired', 'deployed']))
+      .array(z.enum(['approval_requested', 'approval_reminder', 'approval_escalated', 'approved', 'rejected', 'expired', 'deployed', 'rolled_back']))
       .optional(),
+  })
+  .strict();
+
+export const DEPLOYMENT_STRATEGIES = ['direct', 'canary', 'shadow', 'ab'] as const;
+export type DeploymentStrategy = (typeof DEPLOYMENT_STRATEGIES)[number];
+
+/** Bounds a candidate must stay within next to production while it takes traffic. */
+export const rolloutBoundsSchema = z
+  .object({
+    /** Requests per arm below which no verdict is given (a step keeps baking instead). */
+    minRequests: z.number().int().min(1).max(1_000_000).default(30),
+    /** Candidate error rate minus production's (absolute: 0.02 = two percentage points). */
+    maxErrorRateIncrease: z.number().min(0).max(1).default(0.02),
+    /** p95 latency breaches only when it is both this many times production's... */
+    maxLatencyP95Ratio: z.number().min(1).default(1.5),
+    /** ...and this many milliseconds above it, so sub-millisecond noise never trips it. */
+    minLatencyIncreaseMs: z.number().min(0).default(5),
+    /** Jensen-Shannon divergence (bits) between the arms' prediction histograms. */
+    maxPredictionShift: z.number().min(0).max(1).default(0.1),
+  })
+  .strict();
+export type RolloutBounds = z.output<typeof rolloutBoundsSchema>;
+const ROLLOUT_BOUNDS_DEFAULTS = rolloutBoundsSchema.parse({});
+
+const percent = z.number().gt(0).max(100);
+
+const canarySchema = z
+  .object({
+    /** Percent of traffic at each step; increasing, ending at 100. */
+    steps: z.array(percent).min(1).max(20).default([5, 25, 50, 100]),
+    /** How long each step runs before it is judged. */
+    bake: duration.default('10m'),
+    /** A step without enough requests to judge keeps baking up to this long, then rolls back. */
+    maxBake: duration.optional(),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.steps.some((s, i) => i > 0 && s <= c.steps[i - 1]!)) ctx.addIssue({ code: 'custom', path: ['steps'], message: 'steps must increase' });
+    if (c.steps.at(-1) !== 100) ctx.addIssue({ code: 'custom', path: ['steps'], message: 'the last step must be 100 (all traffic) before promotion' });
+  });
+
+const shadowSchema = z
+  .object({
+    /** How long the candidate scores copies of production requests before the report is written. */
+    duration: duration.default('1h'),
+    /** Without a promote decision by then, the shadow ends and production is unchanged. */
+    decisionTimeout: duration.default('7d'),
+  })
+  .strict();
+
+const abSchema = z
+  .object({
+    /** Percent of request keys sent to the challenger (sticky per key). */
+    split: z.number().gt(0).lt(100).default(50),
+    decisionTimeout: duration.default('14d'),
   })
   .strict();
 
 const deploymentSchema = z
   .object({
     alias: name.default('production'),
-    strategy: z.enum(['direct']).default('direct'),
+    /**
+     * direct: switch at once. canary: move traffic in steps, analysing each, and roll
+     * back automatically on a breach. shadow: the candidate scores copies of requests,
+     * never answers, then waits for a decision. ab: fixed split, then a decision.
+     */
+    strategy: z.enum(DEPLOYMENT_STRATEGIES).default('direct'),
+    /** Checks before any traffic: the exact artifact in a fresh session, against the evaluation's answers. */
+    validation: z
+      .object({
+        /** Holdout rows re-scored and compared with what evaluation recorded. */
+        sampleRows: z.number().int().min(1).max(200).default(50),
+        /** Largest absolute difference allowed between an answer and evaluation's (float rounding only). */
+        tolerance: z.number().min(0).max(1).default(1e-5),
+        /** p95 of single-row inference must stay under this. */
+        maxLatencyMs: z.number().positive().default(250),
+      })
+      .strict()
+      .default({ sampleRows: 50, tolerance: 1e-5, maxLatencyMs: 250 }),
+    canary: canarySchema.optional(),
+    shadow: shadowSchema.optional(),
+    ab: abSchema.optional(),
+    /** How often a running rollout is analysed (and rolled back on a breach). */
+    analysisInterval: duration.default('1m'),
+    bounds: rolloutBoundsSchema.default(ROLLOUT_BOUNDS_DEFAULTS),
   })
-  .strict();
+  .strict()
+  .superRefine((d, ctx) => {
+    for (const other of ['canary', 'shadow', 'ab'] as const) {
+      if (d[other] !== undefined && d.strategy !== other) {
+        ctx.addIssue({ code: 'custom', path: [other], message: `"${other}" settings given but strategy is "${d.strategy}"` });
+      }
+    }
+  })
+  // The chosen strategy's settings are always present after parsing (defaults filled in).
+  .transform((d) => {
+    if (d.strategy === 'canary') return { ...d, canary: d.canary ?? canarySchema.parse({}) };
+    if (d.strategy === 'shadow') return { ...d, shadow: d.shadow ?? shadowSchema.parse({}) };
+    if (d.strategy === 'ab') return { ...d, ab: d.ab ?? abSchema.parse({}) };
+    return d;
+  });
+
+const DEPLOYMENT_DEFAULTS = deploymentSchema.parse({});
 
 export const pipelineSpecSchema = z
   .object({
@@ -171,7 +265,7 @@ export const pipelineSpecSchema = z
     trainer: z.discriminatedUnion('kind', [commandTrainerSchema, tsTrainerSchema]),
     evaluation: evaluationSchema.default({ gates: [], slices: [] }),
     approval: approvalSchema.default({ mode: 'auto' }),
-    deployment: deploymentSchema.default({ alias: 'production', strategy: 'direct' }),
+    deployment: deploymentSchema.default(DEPLOYMENT_DEFAULTS),
     /** Signed webhooks (secret and host allowlist come from the worker's environment). */
     notifications: z.object({ webhooks: z.array(webhookSchema).max(10).default([]) }).strict().default({ webhooks: [] }),
   })
@@ -220,6 +314,8 @@ export type TrainerSpec = PipelineSpec['trainer'];
 export type { MetricName } from '../eval/metrics.js';
 export type ManualApproval = z.output<typeof manualApprovalSchema>;
 export type WebhookSpec = z.output<typeof webhookSchema>;
+export type DeploymentSpec = z.output<typeof deploymentSchema>;
+export type CanarySettings = NonNullable<DeploymentSpec['canary']>;
 
 /** Formats zod issues as "field.path: message" lines. */
 export function formatSpecIssues(error: z.ZodError): string {

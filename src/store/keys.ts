@@ -67,6 +67,13 @@ export const keys = {
   runClaim: (model: string, workflowId: string) => `registry/${checkName('model', model)}/claims/${checkWorkflowId(workflowId)}.json`,
   decision: (model: string, version: number) => `registry/${checkName('model', model)}/decisions/${versionSegment(version)}.json`,
   modelsPrefix: () => 'registry/',
+  /** Traffic split beside the production alias (canary, shadow, A/B): an append-only log like an alias. */
+  trafficPrefix: (model: string) => `registry/${checkName('model', model)}/traffic/`,
+  trafficEntry: (model: string, seq: number) => `registry/${checkName('model', model)}/traffic/${versionSegment(seq)}.json`,
+  rolloutsPrefix: (model: string) => `registry/${checkName('model', model)}/rollouts/`,
+  rollout: (model: string, rolloutId: string) => `registry/${checkName('model', model)}/rollouts/${checkWorkflowId(rolloutId)}.json`,
+  rolloutReport: (model: string, rolloutId: string, name: string) =>
+    `registry/${checkName('model', model)}/rollout-reports/${checkWorkflowId(rolloutId)}/${checkName('report', name)}.json`,
   /** Served predictions, JSON lines, partitioned by UTC day and hour: predictions/<model>/<yyyy-mm-dd>/<hh>/<stamp>-<suffix>.jsonl */
   predictionBatch: (model: string, time: Date, suffix: string) => {
     const { day, hour, stamp } = utcParts(time, suffix);

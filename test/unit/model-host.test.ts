@@ -100,7 +100,7 @@ describe('ModelHost', () => {
     await promote(1, null);
     await host.refresh();
     expect(host.get(MODEL)).toMatchObject({ model: MODEL, version: 1, sha256: MODEL_SHA, inFlight: 0 });
-    expect(host.list()).toEqual([{ model: MODEL, version: 1, sha256: MODEL_SHA, loadedAt: expect.any(String) }]);
+    expect(host.list()).toEqual([{ model: MODEL, version: 1, sha256: MODEL_SHA, loadedAt: expect.any(String), traffic: null }]);
     const result = await predictLabels();
     expect(result?.version).toBe(1);
     expect(result?.labels).toHaveLength(2);
@@ -128,7 +128,7 @@ describe('ModelHost', () => {
     expect(host.get(MODEL)).toBe(v1);
     const errors = logs.filter((l) => l.level === 50);
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatchObject({ model: MODEL, version: 2, msg: 'refusing to serve new version; keeping the current one' });
+    expect(errors[0]).toMatchObject({ model: MODEL, version: 2, msg: 'refusing to serve this version; routes keep their current sessions' });
     expect(errors[0]!.err).toContain('SHA-256 mismatch');
     expect(await predictLabels()).toEqual(before);
 

@@ -313,7 +313,7 @@ describe('/metrics', () => {
     expect((await predict(s, [{ ...ROWS[0], credit_score: undefined }])).statusCode).toBe(400);
     expect((await s.app.inject({ method: 'POST', url: `/v1/models/${MODEL}:predict`, headers: AUTH, payload: { instances: 'x' } })).statusCode).toBe(400);
     expect((await s.app.inject({ method: 'POST', url: '/v1/models/no-such-model:predict', headers: AUTH, payload: { instance: ROWS[0] } })).statusCode).toBe(404);
-    const boom = vi.spyOn(host, 'use').mockRejectedValueOnce(new Error('session exploded'));
+    const boom = vi.spyOn(host, 'useSession').mockRejectedValueOnce(new Error('session exploded'));
     expect((await predict(s, [ROWS[0]!])).statusCode).toBe(500);
     boom.mockRestore();
 
@@ -325,7 +325,8 @@ describe('/metrics', () => {
     expect(text).toContain('conveyor_prediction_latency_seconds_count{model="credit-risk",version="1",arm="production"} 2');
     expect(text).toMatch(/conveyor_prediction_latency_seconds_bucket\{le="\+Inf",model="credit-risk",version="1",arm="production"\} 2/);
     expect(text).toContain('conveyor_prediction_log_dropped_total 0');
-    expect(text).toContain('conveyor_prediction_log_pending 3');
+    // 3 answered rows and the failed request's row (its error is logged for analysis).
+    expect(text).toContain('conveyor_prediction_log_pending 4');
     // A name that is not served never becomes a label value.
     expect(text).not.toContain('no-such-model');
 

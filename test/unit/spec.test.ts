@@ -44,7 +44,7 @@ describe('parsePipelineSpec: defaults', () => {
     const spec = parsePipelineSpec(base());
     expect(spec.split).toEqual({ holdoutFraction: 0.2, seed: 42 });
     expect(spec.approval).toEqual({ mode: 'auto' });
-    expect(spec.deployment).toEqual({ alias: 'production', strategy: 'direct' });
+    expect(spec.deployment).toEqual({ alias: 'production', strategy: 'direct', validation: { sampleRows: 50, tolerance: 1e-5, maxLatencyMs: 250 }, analysisInterval: '1m', bounds: { minRequests: 30, maxErrorRateIncrease: 0.02, maxLatencyP95Ratio: 1.5, minLatencyIncreaseMs: 5, maxPredictionShift: 0.1 } });
     expect(spec.evaluation).toEqual({ gates: [], slices: [] });
     expect(spec.expectations).toEqual([]);
     expect(spec.schema.allowExtraColumns).toBe(false);
@@ -69,7 +69,7 @@ describe('parsePipelineSpec: defaults', () => {
     });
     expect(spec.split).toEqual({ holdoutFraction: 0.2, seed: 3 });
     expect(spec.approval).toEqual({ mode: 'manual', reviewers: ['ana'], groups: [], quorum: 1, remindBefore: [], timeout: '72h' });
-    expect(spec.deployment).toEqual({ alias: 'staging', strategy: 'direct' });
+    expect(spec.deployment).toEqual({ alias: 'staging', strategy: 'direct', validation: { sampleRows: 50, tolerance: 1e-5, maxLatencyMs: 250 }, analysisInterval: '1m', bounds: { minRequests: 30, maxErrorRateIncrease: 0.02, maxLatencyP95Ratio: 1.5, minLatencyIncreaseMs: 5, maxPredictionShift: 0.1 } });
     expect(spec.evaluation.beatProduction).toEqual({ metric: 'f1', minDelta: 0 });
   });
 
@@ -373,5 +373,34 @@ describe('manual approval policy', () => {
   });
   it('refuses a webhook that is not a URL', () => {
     expect(() => parsePipelineSpec({ ...base, notifications: { webhooks: [{ url: 'not a url' }] } })).toThrow(/notifications\.webhooks\.0\.url/);
+  });
+});
+
+describe('deployment strategies', () => {
+  const base = {
+    name: 'm',
+    dataset: { source: '/d.csv' },
+    target: { column: 'y', task: 'classification' as const },
+    schema: { columns: { x: { type: 'float' as const }, y: { type: 'integer' as const } } },
+    trainer: { kind: 'command' as const, command: ['t'] },
+  };
+  it('fills the chosen strategy settings and leaves the others out', () => {
+    const canary = parsePipelineSpec({ ...base, deployment: { strategy: 'canary' } }).deployment;
+    expect(canary.canary).toEqual({ steps: [5, 25, 50, 100], bake: '10m' });
+    expect(canary.shadow).toBeUndefined();
+    expect(parsePipelineSpec({ ...base, deployment: { strategy: 'shadow' } }).deployment.shadow).toEqual({ duration: '1h', decisionTimeout: '7d' });
+    expect(parsePipelineSpec({ ...base, deployment: { strategy: 'ab', ab: { split: 20 } } }).deployment.ab).toEqual({ split: 20, decisionTimeout: '14d' });
+  });
+  it('refuses canary steps that do not increase or do not end at 100', () => {
+    expect(() => parsePipelineSpec({ ...base, deployment: { strategy: 'canary', canary: { steps: [10, 5, 100] } } })).toThrow(/deployment\.canary\.steps: steps must increase/);
+    expect(() => parsePipelineSpec({ ...base, deployment: { strategy: 'canary', canary: { steps: [10, 50] } } })).toThrow(/deployment\.canary\.steps: the last step must be 100/);
+  });
+  it('refuses settings for a strategy that is not chosen', () => {
+    expect(() => parsePipelineSpec({ ...base, deployment: { strategy: 'direct', canary: { bake: '1m' } } })).toThrow(/deployment\.canary: "canary" settings given but strategy is "direct"/);
+  });
+  it('refuses an unknown strategy, a split of 100 and a misspelled bound', () => {
+    expect(() => parsePipelineSpec({ ...base, deployment: { strategy: 'blue-green' } })).toThrow(/deployment\.strategy/);
+    expect(() => parsePipelineSpec({ ...base, deployment: { strategy: 'ab', ab: { split: 100 } } })).toThrow(/deployment\.ab\.split/);
+    expect(() => parsePipelineSpec({ ...base, deployment: { bounds: { minRequest: 3 } } })).toThrow(/deployment\.bounds/);
   });
 });
