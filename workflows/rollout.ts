@@ -184,8 +184,8 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
    * paused does not count toward the bake. Returns when the step may end, or early on
    * a promote decision.
    */
-  async function bake(step: RolloutStep, bakeMs: number, maxBakeMs: number, judge: 'canary' | 'shadow'): Promise<'next' | 'promote'> {
-    const from = Date.now();
+  async function bake(step: RolloutStep, bakeMs: number, maxBakeMs: number, judge: 'canary' | 'shadow', windowFrom: number = Date.now()): Promise<'next' | 'promote'> {
+    const from = windowFrom;
     let baked = 0;
     for (;;) {
       const target = baked < bakeMs ? bakeMs : maxBakeMs;
@@ -274,9 +274,12 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
       const { steps, bake: bakeFor, maxBake } = settings.canary;
       const bakeMs = durationMs(bakeFor);
       const maxBakeMs = maxBake ? Math.max(durationMs(maxBake), bakeMs) : bakeMs * 3;
+      const rolloutFrom = Date.now();
       for (const percent of steps) {
         const step = await setTraffic('canary', percent, `canary-${percent}`);
-        const next = await bake(step, bakeMs, maxBakeMs, 'canary');
+        // At 100 % production takes no requests in the step itself: the candidate is then
+        // judged against production over the whole rollout so far.
+        const next = await bake(step, bakeMs, maxBakeMs, 'canary', percent === 100 && steps.length > 1 ? rolloutFrom : Date.now());
         step.endedAt = new Date().toISOString();
         if (next === 'promote') {
           decidedBy = control.promote!.by;

@@ -12,6 +12,7 @@ import { ApiError, defineRoute, invalid, ok, zodIssues, type Access, type RouteS
 import { buildOpenApiDocument } from './openapi.js';
 import { Authorizer, type ModelAction } from './policy.js';
 import { modelRoutes } from './routes-models.js';
+import { rolloutRoutes } from './routes-rollouts.js';
 import { runRoutes } from './routes-runs.js';
 import { healthResponse } from './schemas.js';
 
@@ -47,7 +48,7 @@ const publicRoutes: RouteSpec[] = [
 ];
 
 /** Every route of the API; the OpenAPI document is generated from this list. */
-export const API_ROUTES: readonly RouteSpec[] = [...publicRoutes, ...runRoutes, ...modelRoutes];
+export const API_ROUTES: readonly RouteSpec[] = [...publicRoutes, ...runRoutes, ...modelRoutes, ...rolloutRoutes];
 
 export function apiOpenApiDocument(): Record<string, unknown> {
   return (openApiDocument ??= buildOpenApiDocument(API_ROUTES, { version: API_DOC_VERSION }));

@@ -2,6 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config.js';
 import { currentUser } from '../runs.js';
+import type { AliasRecord, RolloutRecord, TrafficRecord } from '../shared/registry-types.js';
+import type { RolloutStatus } from '../../workflows/rollout-messages.js';
 
 /** The token the CLI presents: CONVEYOR_TOKEN, else the development token of the current user. */
 export function cliToken(config: Config, env: NodeJS.ProcessEnv = process.env): string {
@@ -41,4 +43,52 @@ export async function apiRequest<T>(config: Config, method: string, path: string
     throw new ApiError(res.status, `${res.status}: ${message}`);
   }
   return parsed as T;
+}
+
+// ---------------------------------------------------------------- rollouts
+
+export type RolloutAction = 'promote' | 'pause' | 'resume' | 'abort';
+
+/** GET /v1/models/:model/rollout: the running rollout's status, else the latest finished one; and the traffic split. */
+export interface RolloutView {
+  model: string;
+  running: boolean;
+  status: RolloutStatus | null;
+  last: RolloutRecord | null;
+  traffic: TrafficRecord | null;
+}
+
+export interface RolloutActionResult {
+  model: string;
+  action: RolloutAction;
+  by: string;
+  status: RolloutStatus;
+}
+
+export interface RollbackResult {
+  model: string;
+  action: 'aborted_rollout' | 'alias_moved';
+  from: number;
+  to: number | null;
+  by: string;
+  message: string;
+  status?: RolloutStatus;
+  entry?: AliasRecord;
+}
+
+const modelPath = (model: string) => `/v1/models/${encodeURIComponent(model)}`;
+
+export function getRollout(config: Config, model: string): Promise<RolloutView> {
+  return apiRequest<RolloutView>(config, 'GET', `${modelPath(model)}/rollout`);
+}
+
+export function controlRollout(config: Config, model: string, action: RolloutAction, reason?: string): Promise<RolloutActionResult> {
+  return apiRequest<RolloutActionResult>(config, 'POST', `${modelPath(model)}/rollout/${action}`, reason ? { reason } : {});
+}
+
+export function rollback(config: Config, model: string, opts: { toVersion?: number; reason?: string } = {}): Promise<RollbackResult> {
+  return apiRequest<RollbackResult>(config, 'POST', `${modelPath(model)}/rollback`, {
+    ...(opts.toVersion !== undefined ? { toVersion: opts.toVersion } : {}),
+    ...(opts.reason ? { reason: opts.reason } : {}),
+  });
 }

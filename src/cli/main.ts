@@ -12,13 +12,15 @@ import { describeFailure, runStatus, startPipeline, waitForRun } from '../runs.j
 import { MinioArtifactStore } from '../store/minio-store.js';
 import { Registry } from '../registry/registry.js';
 import { formatStatus, parseModelRef } from './format.js';
-import { apiRequest } from './api-client.js';
+import { apiRequest, controlRollout, getRollout, rollback, type RolloutAction, type RolloutView } from './api-client.js';
 import type { ApprovalItem } from '../api/approvals.js';
 import { buildLineage, formatLineage } from '../registry/lineage.js';
-import { formatHistory, metricsByVersion, productionTimeline, versionAt } from '../registry/history.js';
+import { formatHistory, metricsByVersion, productionTimeline, rolloutHistory, versionAt } from '../registry/history.js';
 import { buildModelCard, loadEvaluationReport } from '../registry/model-card.js';
 import { STAGES } from '../shared/constants.js';
 import type { PipelineStatus } from '../../workflows/messages.js';
+import type { RolloutStatus } from '../../workflows/rollout-messages.js';
+import type { RolloutStep, TrafficRecord } from '../shared/registry-types.js';
 
 function out(line: string): void {
   process.stdout.write(`${line}\n`);
@@ -26,6 +28,50 @@ function out(line: string): void {
 
 function json(value: unknown): void {
   out(JSON.stringify(value, null, 2));
+}
+
+function formatSteps(steps: readonly RolloutStep[]): string[] {
+  if (!steps.length) return ['  steps     none yet'];
+  return steps.map((st, i) => {
+    const verdict = st.verdict ?? (st.endedAt ? 'done' : 'in progress');
+    return `  ${i === 0 ? 'steps' : ''.padEnd(5)}     ${st.step.padEnd(12)} ${String(st.percent).padStart(3)}%  ${verdict}${st.summary ? ` — ${st.summary}` : ''}  (from ${st.startedAt}${st.endedAt ? ` to ${st.endedAt}` : ''})`;
+  });
+}
+
+function formatTraffic(t: TrafficRecord | null): string {
+  if (!t || t.mode === 'none') return `  traffic   production only${t ? ` (since ${t.updatedAt}${t.reason ? `: ${t.reason}` : ''})` : ''}`;
+  const share = t.mode === 'shadow' ? 'copies of all requests' : `${t.percent}% of requests`;
+  return `  traffic   ${t.mode}: ${share} → v${t.candidate?.version ?? '?'} (rollout ${t.rolloutId ?? '?'}, step ${t.step}, since ${t.updatedAt})`;
+}
+
+function formatRolloutStatus(status: RolloutStatus): string[] {
+  const prod = status.productionVersion === null ? 'none' : `v${status.productionVersion}`;
+  const share = status.strategy === 'shadow' ? (status.percent > 0 ? 'scoring copies of all requests' : 'no traffic yet') : `${status.percent}% of traffic`;
+  const lines = [
+    `${status.model}: ${status.strategy} rollout of v${status.version} — ${status.state}, ${share}; production ${prod}`,
+    `  rollout   ${status.rolloutId}  sha256:${status.sha256.slice(0, 12)}`,
+    ...formatSteps(status.steps),
+  ];
+  const a = status.lastAnalysis;
+  if (a) lines.push(`  analysis  ${a.verdict} at ${a.at}: ${a.summary} (requests: production ${a.requests.production}, candidate ${a.requests.candidate})`);
+  else lines.push('  analysis  none yet');
+  if (status.decisionDeadline) lines.push(`  decision  needed by ${status.decisionDeadline} (npx conveyor rollout promote ${status.model}), else it ends with production unchanged`);
+  if (status.outcome) lines.push(`  outcome   ${status.outcome}${status.reason ? `: ${status.reason}` : ''}`);
+  return lines;
+}
+
+function formatRolloutView(view: RolloutView): string {
+  const lines: string[] = [];
+  if (view.status) lines.push(...formatRolloutStatus(view.status));
+  else if (view.last) {
+    const r = view.last;
+    lines.push(`${view.model}: no rollout running; the last one (${r.strategy} of v${r.version}) ended ${r.outcome.replace('_', ' ')}${r.decidedBy ? ` by ${r.decidedBy}` : ''}`);
+    lines.push(`  rollout   ${r.rolloutId}  ${r.startedAt} → ${r.endedAt}; production was ${r.productionVersion === null ? 'none' : `v${r.productionVersion}`}`);
+    if (r.reason) lines.push(`  reason    ${r.reason}`);
+    lines.push(...formatSteps(r.steps));
+  }
+  lines.push(formatTraffic(view.traffic));
+  return lines.join('\n');
 }
 
 async function versionLineage(config: Config, ref: string) {
@@ -289,9 +335,9 @@ export function buildProgram(): Command {
         if (opts.json) return json({ model, alias: opts.alias, at: opts.at, version });
         return out(version === null ? `nothing was in ${opts.alias} at ${opts.at}` : `${model}@${version} was in ${opts.alias} at ${opts.at}`);
       }
-      const metrics = await metricsByVersion(reg, model);
-      if (opts.json) return json({ model, alias: opts.alias, timeline, metrics });
-      out(formatHistory({ model, alias: opts.alias, timeline, metrics }));
+      const [metrics, rollouts] = await Promise.all([metricsByVersion(reg, model), rolloutHistory(reg, parseModelRef(model).model, opts.alias)]);
+      if (opts.json) return json({ model, alias: opts.alias, timeline, rollouts, metrics });
+      out(formatHistory({ model, alias: opts.alias, timeline, rollouts, metrics }));
     });
   models
     .command('card <modelAtVersion>')
@@ -348,6 +394,59 @@ export function buildProgram(): Command {
         expectedVersion: opts.expect === 'none' ? null : Number(opts.expect),
       });
       out(`${model}@${alias} → ${moved.version} (was ${moved.previousVersion ?? 'none'})`);
+    });
+
+  const rollout = program.command('rollout').description('follow and control a model\'s canary, shadow or A/B rollout (through the governance API)');
+  rollout
+    .command('status <model>')
+    .description('the running rollout (state, share of traffic, steps with verdicts, last analysis), else the last one; and the traffic split')
+    .option('--json', 'machine-readable output')
+    .action(async (model: string, opts: { json?: boolean }) => {
+      const view = await getRollout(config, parseModelRef(model).model);
+      if (opts.json) return json(view);
+      out(formatRolloutView(view));
+    });
+  const ACTIONS: Record<RolloutAction, string> = {
+    promote: 'canary: skip the remaining steps and promote now; shadow and A/B: decide to promote (needs the right to decide the model)',
+    pause: 'hold a running canary at its current share (health checks go on)',
+    resume: 'resume a paused canary',
+    abort: 'undo every step taken; production stays as it was',
+  };
+  for (const [action, description] of Object.entries(ACTIONS) as Array<[RolloutAction, string]>) {
+    rollout
+      .command(`${action} <model>`)
+      .description(description)
+      .option('--reason <text>', 'why (recorded with your identity)')
+      .option('--json', 'machine-readable output')
+      .action(async (model: string, opts: { reason?: string; json?: boolean }) => {
+        const result = await controlRollout(config, parseModelRef(model).model, action, opts.reason);
+        if (opts.json) return json(result);
+        const effect: Record<RolloutAction, string> = {
+          promote: 'promotion requested',
+          pause: 'paused',
+          resume: 'resumed',
+          abort: 'abort requested; its steps are being undone',
+        };
+        out(`${result.model}: rollout ${result.status.rolloutId} of v${result.status.version} ${effect[action]} by ${result.by}`);
+        out(formatRolloutStatus(result.status).slice(1).join('\n'));
+      });
+  }
+
+  program
+    .command('rollback <model>')
+    .description('abort the running rollout of a model, or else move production back to its previous version (or --to)')
+    .option('--to <version>', 'version to put back in production (default: the one before the current production entry)')
+    .option('--reason <text>', 'why (recorded with your identity in the alias log)')
+    .option('--json', 'machine-readable output')
+    .action(async (model: string, opts: { to?: string; reason?: string; json?: boolean }) => {
+      let toVersion: number | undefined;
+      if (opts.to !== undefined) {
+        toVersion = Number(opts.to.replace(/^v/, ''));
+        if (!Number.isSafeInteger(toVersion) || toVersion < 1) throw new Error(`--to "${opts.to}" is not a version number`);
+      }
+      const result = await rollback(config, parseModelRef(model).model, { ...(toVersion !== undefined ? { toVersion } : {}), ...(opts.reason ? { reason: opts.reason } : {}) });
+      if (opts.json) return json(result);
+      out(`${result.action === 'aborted_rollout' ? 'rollout aborted' : 'production moved'}: ${result.message} (by ${result.by})`);
     });
 
   program

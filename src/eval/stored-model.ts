@@ -1,5 +1,6 @@
 import type { ArtifactStore } from '../store/artifact-store.js';
 import { loadModel, parseModelMetadata, type LoadedModel } from './onnx-model.js';
+import { loadModelOnThread } from './threaded-model.js';
 
 /** Where a registered model's bytes and metadata are, and the hash its bytes must have. */
 export interface StoredModelRef {
@@ -12,7 +13,8 @@ export interface StoredModelRef {
  * Loads a stored model the one way evaluation and serving both use: the registry's
  * hash (not the blob's name) is checked before onnxruntime sees the bytes.
  */
-export async function loadStoredModel(store: ArtifactStore, artifact: StoredModelRef): Promise<LoadedModel> {
+export async function loadStoredModel(store: ArtifactStore, artifact: StoredModelRef, opts: { onThread?: boolean } = {}): Promise<LoadedModel> {
   const [bytes, metadataBytes] = await Promise.all([store.get(artifact.key), store.get(artifact.metadataKey)]);
-  return loadModel(bytes, artifact.sha256, parseModelMetadata(JSON.parse(metadataBytes.toString('utf8'))));
+  const metadata = parseModelMetadata(JSON.parse(metadataBytes.toString('utf8')));
+  return opts.onThread ? loadModelOnThread(bytes, artifact.sha256, metadata) : loadModel(bytes, artifact.sha256, metadata);
 }

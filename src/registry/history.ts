@@ -1,6 +1,7 @@
 import { checkName } from '../store/keys.js';
 import { formatNumber } from './lineage.js';
 import type { Registry } from './registry.js';
+import type { RolloutRecord } from '../shared/registry-types.js';
 
 /** One stretch of time during which `version` was behind the alias: [from, to). */
 export interface ProductionInterval {
@@ -12,6 +13,11 @@ export interface ProductionInterval {
   deployedBy: { workflowId: string; runId: string };
   previousVersion: number | null;
   strategy: string;
+  /** The rollout that made the move (promotion or its undo). */
+  rolloutId?: string;
+  /** Who asked, for moves made by hand (`conveyor rollback`). */
+  by?: string;
+  reason?: string;
 }
 
 export interface VersionMetrics {
@@ -47,6 +53,9 @@ export async function productionTimeline(registry: Registry, model: string, alia
       deployedBy: { ...d.run },
       previousVersion: d.previousVersion,
       strategy: d.strategy,
+      ...(d.rolloutId ? { rolloutId: d.rolloutId } : {}),
+      ...(d.by ? { by: d.by } : {}),
+      ...(d.reason ? { reason: d.reason } : {}),
     };
   });
   for (let i = 0; i < intervals.length - 1; i++) intervals[i]!.to = intervals[i + 1]!.from;
@@ -66,6 +75,15 @@ export function versionAt(timeline: readonly ProductionInterval[], isoTime: stri
   }
   if (!found) return null;
   return found.to === null || t < time(found.to) ? found.version : null;
+}
+
+/**
+ * Finished rollouts of a model that targeted `alias` (canary, shadow, A/B), oldest first:
+ * how each ended (promoted, rolled back, aborted, refused), its steps and why.
+ */
+export async function rolloutHistory(registry: Registry, model: string, alias = 'production'): Promise<RolloutRecord[]> {
+  checkName('alias', alias);
+  return (await registry.listRollouts(model)).filter((r) => r.alias === alias);
 }
 
 /** Creation time and evaluation metrics of every version, by version. */
@@ -100,8 +118,21 @@ export interface FormatHistoryInput {
   metrics?: readonly VersionMetrics[];
   /** Metrics columns to show (default: every metric present, "support" excluded). */
   metricNames?: readonly string[];
+  /** When given, finished rollouts (outcome, strategy, steps, reason) follow the alias moves. */
+  rollouts?: readonly RolloutRecord[];
   /** Used for the length of the open interval; default: now. */
   now?: Date;
+}
+
+function formatRollout(r: RolloutRecord): string[] {
+  const prod = r.productionVersion === null ? 'none' : `v${r.productionVersion}`;
+  const lines = [`  ${r.startedAt} → ${r.endedAt}  ${r.strategy} v${r.version} (production ${prod}): ${r.outcome.replace('_', ' ')}${r.decidedBy ? ` by ${r.decidedBy}` : ''}`];
+  if (r.reason) lines.push(`      ${r.reason}`);
+  for (const step of r.steps) {
+    const verdict = step.verdict ? ` ${step.verdict}` : step.endedAt ? '' : ' (unfinished)';
+    lines.push(`      ${step.step.padEnd(12)} ${String(step.percent).padStart(3)}%${verdict}${step.summary ? ` — ${step.summary}` : ''}`);
+  }
+  return lines;
 }
 
 /** The timeline (and optionally per-version metrics) as text for the CLI. */
@@ -114,7 +145,15 @@ export function formatHistory(input: FormatHistoryInput): string {
     const end = iv.to ?? 'now';
     const ms = (iv.to ? time(iv.to) : now.getTime()) - time(iv.from);
     const prev = iv.previousVersion === null ? 'first' : `after v${iv.previousVersion}`;
-    lines.push(`  v${String(iv.version).padEnd(4)} ${iv.from} → ${end}  (${formatDuration(ms)})  ${prev}, by ${iv.deployedBy.workflowId}`);
+    const who = iv.by ? `${iv.by} (${iv.deployedBy.workflowId})` : iv.deployedBy.workflowId;
+    const how = iv.strategy === 'direct' ? '' : ` [${iv.strategy}${iv.rolloutId ? ` ${iv.rolloutId}` : ''}]`;
+    lines.push(`  v${String(iv.version).padEnd(4)} ${iv.from} → ${end}  (${formatDuration(ms)})  ${prev}, by ${who}${how}${iv.reason ? `: ${iv.reason}` : ''}`);
+  }
+  if (input.rollouts) {
+    lines.push('');
+    lines.push(`  rollouts to ${alias}`);
+    if (input.rollouts.length === 0) lines.push('    none');
+    for (const r of input.rollouts) lines.push(...formatRollout(r).map((l) => `  ${l}`));
   }
   if (input.metrics && input.metrics.length > 0) {
     const names =

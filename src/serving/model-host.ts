@@ -41,14 +41,17 @@ export interface RouteSummary {
   traffic: { mode: TrafficSplit['mode']; version: number; percent: number; rolloutId: string | null } | null;
 }
 
-const sessionKey = (version: number, sha256: string): string => `${version}:${sha256}`;
+/** Shadow candidates run on a thread of their own (see threaded-model.ts), so their sessions are kept apart. */
+const sessionKey = (version: number, sha256: string, onThread: boolean): string => `${version}:${sha256}${onThread ? ':thread' : ''}`;
 
 /**
  * Keeps the inference sessions each model's routes need: the version its alias points
  * at and, during a rollout, the candidate named by the model's traffic split. A new
  * version is loaded (hash verified) and warmed up before any request is routed to it;
  * a session no route uses is released only after its in-flight requests finish. A
- * session moving between roles (candidate promoted to production) is kept, not reloaded.
+ * session moving between roles (canary promoted to production) is kept, not reloaded.
+ * A shadow candidate runs on a worker thread, so scoring copies never blocks the
+ * event loop that answers production requests.
  */
 export class ModelHost {
   private readonly routes = new Map<string, ModelRoute>();
@@ -112,11 +115,11 @@ export class ModelHost {
       const [alias, traffic] = await Promise.all([this.registry.getAlias(model, this.alias), this.registry.getTraffic(model)]);
       if (!alias) continue;
       const current = this.routes.get(model);
-      const production = await this.session(model, alias.version, alias.sha256);
+      const production = await this.session(model, alias.version, alias.sha256, false);
       if (!production) continue;
       let split: TrafficSplit | null = null;
       if (traffic && traffic.mode !== 'none' && traffic.candidate && traffic.candidate.version !== alias.version) {
-        const candidate = await this.session(model, traffic.candidate.version, traffic.candidate.sha256);
+        const candidate = await this.session(model, traffic.candidate.version, traffic.candidate.sha256, traffic.mode === 'shadow');
         // A candidate that cannot be loaded gets no traffic; production keeps all of it.
         if (candidate) split = { mode: traffic.mode, candidate, percent: traffic.percent, rolloutId: traffic.rolloutId };
       }
@@ -138,15 +141,15 @@ export class ModelHost {
    * cannot be loaded: a verdict on the artifact itself (hash, signature) is final for
    * that artifact; a store outage is retried on the next poll.
    */
-  private async session(model: string, version: number, sha256: string): Promise<ServedModel | undefined> {
-    const key = sessionKey(version, sha256);
+  private async session(model: string, version: number, sha256: string, onThread: boolean): Promise<ServedModel | undefined> {
+    const key = sessionKey(version, sha256, onThread);
     const existing = this.sessions.get(model)?.get(key);
     if (existing) return existing;
     if (this.failedLoads.get(model)?.includes(`|${key}|`)) return undefined;
     try {
       const record = await this.registry.getVersion(model, version);
       if (record.artifact.sha256 !== sha256) throw new ArtifactIntegrityError(sha256, record.artifact.sha256);
-      const loaded = await loadStoredModel(this.store, record.artifact);
+      const loaded = await loadStoredModel(this.store, record.artifact, { onThread });
       const warmup = Object.fromEntries(loaded.metadata.inputs.map((i) => [i.name, i.type === 'float' ? 0 : MISSING_CATEGORY]));
       await loaded.predict([warmup]);
       const served: ServedModel = { model, version, sha256, loaded, inFlight: 0, loadedAt: new Date().toISOString() };

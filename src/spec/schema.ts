@@ -195,7 +195,7 @@ const abSchema = z
   })
   .strict();
 
-const deploymentSchema = z
+export const deploymentSchema = z
   .object({
     alias: name.default('production'),
     /**

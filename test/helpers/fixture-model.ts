@@ -5,7 +5,9 @@ import type { Registry } from '../../src/registry/registry.js';
 import type { ModelVersionRecord } from '../../src/shared/registry-types.js';
 import { sha256Hex } from '../../src/eval/onnx-model.js';
 import { keys } from '../../src/store/keys.js';
-import { COLUMNS } from '../../examples/credit-risk/generate.js';
+import { COLUMNS, generateCreditRisk } from '../../examples/credit-risk/generate.js';
+import { loadModel, parseModelMetadata } from '../../src/eval/onnx-model.js';
+import type { EvaluationSample } from '../../activities/evaluation.js';
 
 /** The credit-risk fixture model's inputs: the generator's columns less the target. */
 export const FIXTURE_FEATURES = COLUMNS.filter((c) => c !== 'default');
@@ -49,6 +51,40 @@ const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/mod
 export const FIXTURE_MODEL_BYTES = readFileSync(fixture('credit-sklearn.onnx'));
 export const FIXTURE_METADATA_BYTES = readFileSync(fixture('credit-sklearn.metadata.json'));
 export const FIXTURE_MODEL_SHA = sha256Hex(FIXTURE_MODEL_BYTES);
+
+/** The deliberately bad fixture models (test/fixtures/models/bad/README.md); their metadata is credit-sklearn's. */
+export const BAD_MODELS = {
+  /** Fails at inference whenever a row has age > 100; the same answers as credit-sklearn otherwise. */
+  erroring: readFileSync(fixture('bad/credit-erroring.onnx')),
+  /** The same answers as credit-sklearn, each run ~30 ms slower. */
+  slow: readFileSync(fixture('bad/credit-slow.onnx')),
+};
+
+/** Feature rows from the example's generator (seeded), without the target. */
+export function creditRows(n: number, seed = 11): Array<Record<string, string | number | null>> {
+  return generateCreditRisk({ rows: n, seed }).map((row) => Object.fromEntries(FIXTURE_FEATURES.map((f) => [f, row[f] ?? null])));
+}
+
+/**
+ * Stores model bytes (default: the credit-sklearn fixture) and registers them as the
+ * next version of `model`, with an evaluation report holding the sample answers that
+ * pre-deployment validation compares against, as a pipeline run would.
+ */
+export async function registerFixtureVersion(store: ArtifactStore, registry: Registry, model: string, run: string, bytes: Buffer = FIXTURE_MODEL_BYTES): Promise<ModelVersionRecord> {
+  const sha = sha256Hex(bytes);
+  const metadataKey = keys.modelMetadata(sha256Hex(FIXTURE_METADATA_BYTES));
+  await store.put(keys.modelBlob(sha), bytes);
+  await store.put(metadataKey, FIXTURE_METADATA_BYTES);
+  const rows = creditRows(50);
+  const loaded = await loadModel(bytes, sha, parseModelMetadata(JSON.parse(FIXTURE_METADATA_BYTES.toString('utf8'))));
+  const prediction = await loaded.predict(rows).finally(() => loaded.release());
+  if (prediction.task !== 'classification') throw new Error('fixture models are classifiers');
+  const sample: EvaluationSample = { features: [...FIXTURE_FEATURES], rows, outputs: Array.from(prediction.probabilities), classes: prediction.classes };
+  const reportKey = keys.runReport(model, `wf-${run}`, `run-${run}`, 'evaluation-1');
+  await store.put(reportKey, JSON.stringify({ model, sample }), { contentType: 'application/json' });
+  const draft = fixtureVersionDraft({ model, artifact: { sha256: sha, key: keys.modelBlob(sha), size: bytes.length, metadataKey }, run });
+  return registry.registerVersion({ ...draft, evaluation: { ...draft.evaluation, reportKey } });
+}
 
 /** Stores the fixture model, registers it as version 1 of `model` and points `production` at it. */
 export async function deployFixtureModel(store: ArtifactStore, registry: Registry, model: string): Promise<void> {

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,26 +11,7 @@ import { MinioArtifactStore } from '../../src/store/minio-store.js';
 import { isAlive } from '../../src/dev/servers.js';
 import { configEnv, testConfig } from '../helpers/stack.js';
 import { examplePipeline, waitForStatus } from '../helpers/pipelines.js';
-
-/** Starts `conveyor worker` as a separate process and resolves once it polls. */
-async function startWorkerProcess(env: NodeJS.ProcessEnv): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['bin/conveyor.mjs', 'worker'], {
-    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  await new Promise<void>((resolvePromise, reject) => {
-    const onData = (chunk: Buffer): void => {
-      output += chunk.toString();
-      if (output.includes('worker started')) resolvePromise();
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`worker exited early (${code}):\n${output.slice(-2000)}`)));
-    setTimeout(() => reject(new Error(`worker did not start in 60s:\n${output.slice(-2000)}`)), 60_000).unref();
-  });
-  return child;
-}
+import { startWorkerProcess } from '../helpers/worker-process.js';
 
 describe('a worker killed in the middle of training', () => {
   const config = testConfig('crash');
