@@ -25,7 +25,7 @@ export async function startWorkerProcess(env: NodeJS.ProcessEnv): Promise<ChildP
 
 /** SIGKILLs a worker process and waits for it to be gone. */
 export async function killWorker(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGKILL');
   await exited;

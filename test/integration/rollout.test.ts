@@ -56,12 +56,13 @@ describe('rollouts on real Temporal, MinIO and serving', () => {
   }
 
   async function waitForState(handle: WorkflowHandle, done: (s: RolloutStatus) => boolean): Promise<RolloutStatus> {
+    let status: RolloutStatus | undefined;
     for (let i = 0; i < 600; i++) {
-      const status = await handle.query(rolloutStatusQuery);
+      status = await handle.query(rolloutStatusQuery);
       if (done(status)) return status;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error('rollout never reached the expected state');
+    throw new Error(`rollout never reached the expected state; last status: ${JSON.stringify(status)}`);
   }
 
   it('canary: moves traffic step by step, judges each step, promotes, and records it', async () => {
@@ -143,7 +144,9 @@ describe('rollouts on real Temporal, MinIO and serving', () => {
     // The shadow candidate is the slow model: if it were on the request path every answer would wait for it.
     const [, v2] = await twoVersions(model, BAD_MODELS.slow);
     const load = traffic(model);
-    const handle = await startRollout(model, v2, deployment({ strategy: 'shadow', shadow: { duration: '4s', decisionTimeout: '1h' }, bounds: { minRequests: 10 }, validation: { maxLatencyMs: 5000 } }));
+    // Its latency would (rightly) fail the shadow's health check; this test is about what callers see.
+    const bounds = { minRequests: 10, minLatencyIncreaseMs: 600_000 };
+    const handle = await startRollout(model, v2, deployment({ strategy: 'shadow', shadow: { duration: '4s', decisionTimeout: '1h' }, bounds, validation: { maxLatencyMs: 5000 } }));
     const status = await waitForState(handle, (s) => s.state === 'awaiting_decision');
     const answers = await load.stop();
 
