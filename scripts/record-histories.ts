@@ -104,6 +104,16 @@ try {
     await record('expired-reminded', variant({ approval: { mode: 'manual', reviewers: ['bob'], timeout: '3s', remindBefore: ['2s'] }, ...hooks }));
   }
 
+  if (TAG && !['.v2', '.v3'].includes(TAG)) {
+    // v4: deployment through a rollout child workflow. No serving runs here, so the canary
+    // gets no traffic, cannot be judged within maxBake, and is rolled back: both histories.
+    const canary = variant({ deployment: { strategy: 'canary', canary: { steps: [50, 100], bake: '1s', maxBake: '2s' }, analysisInterval: '1s' } });
+    await record('canary-no-traffic', canary);
+    const rollout = execFileSync(locateBinary('temporal'), ['workflow', 'show', '--address', config.temporal.address, '--workflow-id', 'rollout-credit-risk', '--output', 'json']);
+    writeFileSync(join(OUT, `rollout-canary-no-traffic${TAG}.json`), rollout);
+    console.log(`rollout-canary-no-traffic: ${(JSON.parse(rollout.toString()) as { events: unknown[] }).events.length} events`);
+  }
+
   workers.shutdown();
   await running;
   await connection.close();

@@ -15,7 +15,8 @@ const files = readdirSync(DIR).filter((f) => f.endsWith('.json'));
 describe('workflow replay over saved histories', () => {
   it('has histories to replay for every pipeline path, from each release of the workflow', () => {
     const paths = ['auto-deployed', 'data-invalid', 'gate-failed', 'manual-approved', 'manual-rejected'];
-    // v1: before approval policies and the stage-upsert patch; v2: with them; v3: webhooks as child workflows, deadline closes the ballot.
+    // v1: before approval policies and the stage-upsert patch; v2: with them; v3: webhooks as child workflows, deadline closes the ballot;
+    // v4: pre-deployment validation, and deployment through a rollout child workflow (the rollout's own history too).
     expect(files).toEqual(
       expect.arrayContaining([
         ...paths.map((p) => `${p}.json`),
@@ -25,6 +26,12 @@ describe('workflow replay over saved histories', () => {
         'quorum-escalated.v3.json',
         'webhooks-approved.v3.json',
         'expired-reminded.v3.json',
+        ...paths.map((p) => `${p}.v4.json`),
+        'quorum-escalated.v4.json',
+        'webhooks-approved.v4.json',
+        'expired-reminded.v4.json',
+        'canary-no-traffic.v4.json',
+        'rollout-canary-no-traffic.v4.json',
       ]),
     );
   });

@@ -8,9 +8,12 @@ export type RolloutState = (typeof ROLLOUT_STATES)[number];
 export interface RolloutStatus {
   rolloutId: string;
   model: string;
+  /** The alias the candidate is promoted to at the end. */
+  alias: string;
   version: number;
   sha256: string;
   strategy: DeploymentStrategy;
+  requestedBy: string;
   state: RolloutState;
   /** Share of traffic on the candidate now (100 for shadow: every request is copied). */
   percent: number;

@@ -83,6 +83,8 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
 
   const status: RolloutStatus = {
     rolloutId: input.rolloutId,
+    alias: deployment.alias,
+    requestedBy: input.requestedBy,
     model: input.model,
     version: input.version,
     sha256: input.sha256,
@@ -270,7 +272,10 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
     stopIfAborted();
     status.state = 'running';
 
-    if (deployment.strategy === 'canary') {
+    // With no production version there is nothing to compare with or protect: deploy directly.
+    const staged = input.expectedProduction !== null;
+    if (!staged) log.info('no production version yet; deploying directly', { strategy: deployment.strategy });
+    if (staged && deployment.strategy === 'canary') {
       const { steps, bake: bakeFor, maxBake } = settings.canary;
       const bakeMs = durationMs(bakeFor);
       const maxBakeMs = maxBake ? Math.max(durationMs(maxBake), bakeMs) : bakeMs * 3;
@@ -287,7 +292,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
           break;
         }
       }
-    } else if (deployment.strategy === 'shadow') {
+    } else if (staged && deployment.strategy === 'shadow') {
       const from = Date.now();
       const step = await setTraffic('shadow', 100, 'shadow');
       const ms = durationMs(settings.shadow.duration);
@@ -298,7 +303,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
       }
       step.endedAt = new Date().toISOString();
       decidedBy = control.promote!.by;
-    } else if (deployment.strategy === 'ab') {
+    } else if (staged && deployment.strategy === 'ab') {
       const from = Date.now();
       const step = await setTraffic('ab', settings.ab.split, `ab-${settings.ab.split}`);
       await awaitDecision(from, durationMs(settings.ab.decisionTimeout), step);
@@ -308,6 +313,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
       decidedBy = control.promote!.by;
     }
 
+    if (!staged || deployment.strategy === 'direct') decidedBy = input.requestedBy;
     status.state = 'promoting';
     const promoted = await acts.promoteVersion({
       model: input.model,
@@ -371,6 +377,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
       startedAt,
       endedAt: new Date().toISOString(),
       workflowId: run.workflowId,
+      requestedBy: input.requestedBy,
       steps: status.steps,
       reports,
       ...(decidedBy ? { decidedBy } : {}),

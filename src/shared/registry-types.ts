@@ -126,6 +126,8 @@ export interface RolloutRecord {
   startedAt: string;
   endedAt: string;
   workflowId: string;
+  /** Who started it (the pipeline run's submitter). */
+  requestedBy?: string;
   /** Steps taken, in order, with what each analysis found. */
   steps: RolloutStep[];
   /** Objects holding the analyses and reports (pre-deployment validation, shadow comparison). */

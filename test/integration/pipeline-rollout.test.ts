@@ -1,0 +1,51 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startPipeline, waitForRun } from '../../src/runs.js';
+import { RunOutcome } from '../../src/shared/errors.js';
+import { startServing, type RunningService } from '../../src/serving/service.js';
+import { startTestEnv, testLogger, type TestEnv } from '../helpers/stack.js';
+import { examplePipeline } from '../helpers/pipelines.js';
+import { creditRows } from '../helpers/fixture-model.js';
+import { Traffic } from '../helpers/traffic.js';
+
+const TOKEN = 'pipeline-rollout-token-000000001';
+const ROWS = creditRows(300, 41);
+
+describe('a pipeline deploying through a canary (real Temporal, MinIO, Python trainer, serving)', () => {
+  let env: TestEnv;
+  let serving: RunningService;
+
+  beforeAll(async () => {
+    env = await startTestEnv('pipeline-rollout');
+    serving = await startServing({ ...env.config, serving: { ...env.config.serving, port: 0, pollIntervalMs: 100 } }, testLogger, { port: 0, tokens: [TOKEN], predictionLog: { flushIntervalMs: 250 } });
+  });
+  afterAll(async () => {
+    await serving?.close();
+    await env?.close();
+  });
+
+  it('deploys the first version directly (nothing to compare with), then the second through canary steps', async () => {
+    const pipeline = await examplePipeline((s) => ({
+      ...s,
+      deployment: { strategy: 'canary', canary: { steps: [50, 100], bake: '3s' }, analysisInterval: '1s', bounds: { minRequests: 10 } },
+    }));
+    const first = await waitForRun(await startPipeline(env.client, env.config, pipeline, { submittedBy: 'alice' }));
+    expect(first.message).toBeUndefined();
+    expect(first.outcome).toBe(RunOutcome.Deployed);
+    expect(await env.registry.getAlias('credit-risk', 'production')).toMatchObject({ version: 1, strategy: 'canary', previousVersion: null });
+    expect((await env.registry.listRollouts('credit-risk'))[0]).toMatchObject({ version: 1, outcome: 'promoted', steps: [] });
+
+    await serving.host.refresh();
+    const load = new Traffic({ url: serving.url, token: TOKEN, model: 'credit-risk', row: (i) => ROWS[i % ROWS.length]!, concurrency: 2, pauseMs: 3 }).start();
+    const handle = await startPipeline(env.client, env.config, pipeline, { submittedBy: 'alice' });
+    const second = await waitForRun(handle);
+    const answers = await load.stop();
+    expect(second.message).toBeUndefined();
+    expect(second.outcome).toBe(RunOutcome.Deployed);
+    expect(second.result).toMatchObject({ version: 2, previousVersion: 1 });
+    expect(answers.filter((a) => a.status !== 200)).toEqual([]);
+    expect(answers.some((a) => a.arm === 'canary' && a.version === 2)).toBe(true);
+    const rollouts = await env.registry.listRollouts('credit-risk');
+    expect(rollouts[1]).toMatchObject({ version: 2, outcome: 'promoted', requestedBy: 'alice', steps: [{ step: 'canary-50', verdict: 'healthy' }, { step: 'canary-100', verdict: 'healthy' }] });
+    expect(await env.registry.getAlias('credit-risk', 'production')).toMatchObject({ version: 2, strategy: 'canary', rolloutId: rollouts[1]!.rolloutId });
+  });
+});
