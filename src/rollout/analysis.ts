@@ -479,6 +479,11 @@ export async function analyzeWindow(store: ArtifactStore, options: AnalyzeWindow
     instance = await DuckDBInstance.create(':memory:');
     conn = await instance.connect();
     const table = await openPredictionTable(conn, window.files);
+    if (options.candidateArm === 'shadow') {
+      // A shadow scores copies of some production requests (copies are skipped under load):
+      // compare it with production on exactly those requests, not on all of them.
+      await conn.run(`DELETE FROM ${PREDICTIONS_TABLE} WHERE arm = 'production' AND requestId NOT IN (SELECT requestId FROM ${PREDICTIONS_TABLE} WHERE arm = 'shadow')`);
+    }
     const arms = await armStats(conn, { ...filter, ...(options.regressionEdges ? { regressionEdges: options.regressionEdges } : {}) });
     const baseline = arms[baselineArm];
     const candidate = arms[options.candidateArm];

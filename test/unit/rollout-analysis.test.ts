@@ -365,6 +365,20 @@ describe('shadowComparison', () => {
     expect(report.shadow?.agreement).toBe(0.75);
   });
 
+  it('judges a shadow against production on the requests it copied, not on all of production', async () => {
+    const store = new MemoryArtifactStore();
+    // Production: 100 requests, the first 50 confident "0", the rest confident "1". The shadow
+    // copied only the first 50 (the others were skipped) and agrees with every one of them.
+    const production = Array.from({ length: 100 }, (_, i) => row({ requestId: `p${i}`, time: at(`11:${String(10 + Math.floor(i / 5)).padStart(2, '0')}:00`), output: binary(i < 50 ? 0.1 : 0.9) }));
+    const copies = production.slice(0, 50).map((r) => ({ ...r, arm: 'shadow' as const, version: 2 }));
+    await writeHourly(store, [...production, ...copies]);
+    const report = await analyzeWindow(store, { model: MODEL, rolloutId: 'ro-1', from: FROM, to: TO, candidateArm: 'shadow', workDir, bounds: { minRequests: 10 } });
+    expect(report.baseline.requests).toBe(50);
+    expect(report.comparison.breaches).toEqual([]);
+    expect(report.comparison.verdict).toBe('healthy');
+    expect(report.shadow?.agreement).toBe(1);
+  });
+
   it('compares regression outputs within a relative tolerance', async () => {
     const store = new MemoryArtifactStore();
     const values: Array<[number, number]> = [[100, 100 * (1 + 5e-7)], [0, 0], [2, 2.1], [-3, -3]];
