@@ -111,6 +111,14 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
         if (finished()) throw new Error(`rollout ${input.rolloutId} is ${status.state}; nothing to promote`);
         if (status.state === 'validating') throw new Error('the candidate is still being validated; promote once it takes traffic');
         if (!req.by) throw new Error('a promotion names who decided it');
+        // Four eyes: whoever asked for the rollout does not decide it.
+        if (req.by === input.requestedBy) throw new Error(`${req.by} requested this rollout and cannot promote it; another reviewer decides`);
+        if (deployment.strategy === 'shadow' || deployment.strategy === 'ab') {
+          const served = status.lastAnalysis?.requests.candidate ?? 0;
+          if (served < deployment.bounds.minRequests) {
+            throw new Error(`the candidate has answered ${served} requests in the last analysis, fewer than bounds.minRequests (${deployment.bounds.minRequests}); nothing to decide on yet`);
+          }
+        }
       },
     },
   );
@@ -207,6 +215,8 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
         step.summary = result.summary;
         throw new RolloutStop('rolled_back', `${step.step}: ${result.summary}`);
       }
+      // A pause that arrived during the analysis holds the step (health checks go on).
+      if (control.paused) continue;
       if (baked >= bakeMs) {
         if (result.verdict === 'healthy' || judge === 'shadow') {
           step.verdict = result.verdict;
@@ -245,11 +255,20 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
   }
 
   const undo: Array<{ name: string; run: () => Promise<unknown> }> = [];
+  /** Holds while paused, so neither a new share nor the promotion happens until resumed. */
+  const whilePaused = async (): Promise<void> => {
+    await condition(() => !control.paused || control.abort !== undefined || control.promote !== undefined);
+    stopIfAborted();
+  };
+  // Writes that change what serving does are never cut short by a cancellation: the
+  // cancellation lands at the next wait, after the write, and its undo (registered before
+  // the write, and harmless if the write never happened) then runs.
   const setTraffic = async (mode: 'canary' | 'shadow' | 'ab', percent: number, stepName: string): Promise<RolloutStep> => {
-    await acts.setTraffic({ model: input.model, rolloutId: input.rolloutId, workflowId: run.workflowId, mode, candidate, percent, step: stepName });
+    await whilePaused();
     if (undo.length === 0) {
       undo.push({ name: 'clear traffic split', run: () => acts.clearTraffic({ model: input.model, rolloutId: input.rolloutId, workflowId: run.workflowId, reason: status.reason ?? 'rollout ended' }) });
     }
+    await CancellationScope.nonCancellable(() => acts.setTraffic({ model: input.model, rolloutId: input.rolloutId, workflowId: run.workflowId, mode, candidate, percent, step: stepName }));
     const step: RolloutStep = { step: stepName, percent, startedAt: new Date().toISOString() };
     status.steps.push(step);
     status.percent = percent;
@@ -309,34 +328,38 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
       await awaitDecision(from, durationMs(settings.ab.decisionTimeout), step);
       const report = await analyse(from, 'ab-comparison');
       step.summary = report.summary;
+      if (report.breaches.some((b) => b.measure === 'error_rate')) throw new RolloutStop('rolled_back', `${step.step}: ${report.summary}`);
       step.endedAt = new Date().toISOString();
       decidedBy = control.promote!.by;
     }
 
     if (!staged || deployment.strategy === 'direct') decidedBy = input.requestedBy;
+    await whilePaused();
+    stopIfAborted();
     status.state = 'promoting';
-    const promoted = await acts.promoteVersion({
-      model: input.model,
-      alias: deployment.alias,
-      version: input.version,
-      expectedVersion: input.expectedProduction,
-      strategy: deployment.strategy,
-      rolloutId: input.rolloutId,
-      run,
-    });
-    if (!promoted.ok) {
-      throw new RolloutStop('rolled_back', `${deployment.alias} moved to ${promoted.current?.version ?? 'none'} during the rollout (expected ${input.expectedProduction ?? 'none'}); not promoted`);
-    }
-    previousVersion = promoted.previousVersion;
-    const restoreTo = promoted.previousVersion;
+    const restoreTo = input.expectedProduction;
     if (restoreTo !== null) {
+      // Compare-and-swap from the candidate: a no-op if the promotion never happened.
       undo.push({
         name: 'restore alias',
         run: () => acts.restoreAlias({ model: input.model, alias: deployment.alias, fromVersion: input.version, toVersion: restoreTo, rolloutId: input.rolloutId, reason: status.reason ?? 'rollout undone', run }),
       });
     }
-    // Serving already sends this version all traffic; clearing the split changes nothing it answers.
-    if (status.steps.length > 0) await acts.clearTraffic({ model: input.model, rolloutId: input.rolloutId, workflowId: run.workflowId, reason: 'promoted' });
+    const promoted = await CancellationScope.nonCancellable(() =>
+      acts.promoteVersion({ model: input.model, alias: deployment.alias, version: input.version, expectedVersion: input.expectedProduction, strategy: deployment.strategy, rolloutId: input.rolloutId, run }),
+    );
+    if (!promoted.ok) {
+      throw new RolloutStop('rolled_back', `${deployment.alias} moved to ${promoted.current?.version ?? 'none'} during the rollout (expected ${input.expectedProduction ?? 'none'}); not promoted`);
+    }
+    previousVersion = promoted.previousVersion;
+    status.state = 'done';
+    // Serving already sends this version all traffic; clearing the split changes nothing it
+    // answers, so a failure here is logged, never undoes the promotion.
+    if (status.steps.length > 0) {
+      await CancellationScope.nonCancellable(() => acts.clearTraffic({ model: input.model, rolloutId: input.rolloutId, workflowId: run.workflowId, reason: 'promoted' })).catch((err: unknown) =>
+        log.error('promoted, but the traffic split could not be cleared', { error: String(err) }),
+      );
+    }
     status.reason = `${input.model}@${input.version} promoted to ${deployment.alias} (was ${promoted.previousVersion ?? 'none'})`;
   } catch (err) {
     if (err instanceof RolloutStop) {
@@ -355,9 +378,21 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutResul
     status.state = 'rolling_back';
     log.warn('rolling back', { reason: status.reason, undo: undo.map((u) => u.name).reverse() });
     // Undo runs even when the rollout itself was cancelled.
+    // Every undo is tried even if one fails; a failed undo is named in the record.
+    const failedUndo: string[] = [];
     await CancellationScope.nonCancellable(async () => {
-      for (const step of [...undo].reverse()) await step.run();
+      for (const step of [...undo].reverse()) {
+        try {
+          await step.run();
+        } catch (undoErr) {
+          failedUndo.push(`${step.name}: ${undoErr instanceof Error ? (undoErr.cause instanceof Error ? undoErr.cause.message : undoErr.message) : String(undoErr)}`);
+        }
+      }
     });
+    if (failedUndo.length) {
+      status.reason = `${status.reason}; UNDO FAILED (${failedUndo.join('; ')}) — check the traffic split and alias by hand`;
+      log.error('undo failed', { failedUndo });
+    }
     previousVersion = input.expectedProduction;
   }
 

@@ -222,4 +222,27 @@ describe('rollouts on real Temporal, MinIO and serving', () => {
     expect(await env.registry.getAlias(model, 'production')).toMatchObject({ version: 1 });
     expect(await env.registry.getTraffic(model)).toMatchObject({ mode: 'none' });
   });
+
+  it('a cancelled rollout undoes its steps; its requester cannot promote it; nothing to decide on without candidate traffic', async () => {
+    const model = 'cancelled';
+    const [, v2] = await twoVersions(model);
+    const handle = await startRollout(model, v2, deployment({ strategy: 'canary', canary: { steps: [40, 100], bake: '1h' } }));
+    await waitForState(handle, (s) => s.state === 'running' && s.steps.length === 1);
+    expect(await env.registry.getTraffic(model)).toMatchObject({ mode: 'canary', percent: 40 });
+    const refusal = (p: Promise<unknown>): Promise<string> => p.then(() => 'accepted', (e: Error) => (e.cause instanceof Error ? e.cause.message : e.message));
+    expect(await refusal(handle.executeUpdate(promoteRolloutUpdate, { args: [{ by: 'test' }] }))).toMatch(/test requested this rollout and cannot promote it/);
+    await handle.cancel();
+    expect(await handle.result()).toMatchObject({ outcome: 'aborted', reason: 'rollout cancelled' });
+    expect(await env.registry.getTraffic(model)).toMatchObject({ mode: 'none', step: 'cleared' });
+    expect(await env.registry.getAlias(model, 'production')).toMatchObject({ version: 1 });
+    expect((await env.registry.listRollouts(model))[0]).toMatchObject({ outcome: 'aborted', steps: [{ step: 'canary-40' }] });
+
+    const shadowModel = 'shadow-idle';
+    const [, s2] = await twoVersions(shadowModel);
+    const shadow = await startRollout(shadowModel, s2, deployment({ strategy: 'shadow', shadow: { duration: '1s', decisionTimeout: '1h' } }));
+    await waitForState(shadow, (s) => s.state === 'awaiting_decision');
+    expect(await refusal(shadow.executeUpdate(promoteRolloutUpdate, { args: [{ by: 'carol' }] }))).toMatch(/answered 0 requests .* nothing to decide on yet/);
+    await shadow.cancel();
+    expect(await shadow.result()).toMatchObject({ outcome: 'aborted' });
+  });
 });
