@@ -22,9 +22,9 @@ export interface ArmStats {
   /** Distinct requestIds. */
   requests: number;
   rows: number;
-  /** Rows with an `error` or without an `output`. */
+  /** Requests with a row that has an `error` or no `output`. */
   errors: number;
-  /** errors / rows; 0 when there are no rows. */
+  /** errors / requests; 0 when there are no requests. */
   errorRate: number;
   /** Per request (latency is per request, shared by its rows); null when no latency was logged. */
   latencyP50Ms: number | null;
@@ -105,6 +105,23 @@ interface HistogramPlan {
 }
 
 /** Bins shared by all arms, so their histograms can be compared. */
+/**
+ * Bin edges for regression outputs when none are given: production's deciles in the
+ * window (deduplicated), so the candidate is binned on the distribution it must match.
+ */
+async function productionDeciles(conn: DuckDBConnection, ok: string, params: (number | string)[]): Promise<number[]> {
+  const [r] = await rows(
+    conn,
+    `SELECT quantile_cont(TRY_CAST(json_extract(output, '$.value') AS DOUBLE), [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]) AS q
+     FROM ${PREDICTIONS_TABLE} WHERE ${ok} AND arm = 'production'`,
+    params,
+  );
+  const q = ((r?.['q'] as number[] | null) ?? []).filter((x) => Number.isFinite(x));
+  const unique = [...new Set(q)];
+  // No production values (or all equal): one edge still splits the candidate's values around it.
+  return unique.length > 0 ? unique : [0];
+}
+
 async function histogramPlan(conn: DuckDBConnection, where: string, params: (number | string)[], edges: readonly number[] | undefined): Promise<HistogramPlan> {
   const ok = `${where} AND NOT ${FAILED}`;
   const [kinds] = await rows(
@@ -120,7 +137,7 @@ async function histogramPlan(conn: DuckDBConnection, where: string, params: (num
     throw new Error(`rollout analysis: the window mixes classification (${classification} rows) and regression (${regression} rows) outputs; analyse one model task at a time`);
   }
   if (regression > 0) {
-    const e = checkEdges(edges);
+    const e = checkEdges(edges ?? (await productionDeciles(conn, ok, params)));
     const bins = [`< ${e[0]}`, ...e.slice(1).map((edge, i) => `[${e[i]}, ${edge})`), `>= ${e[e.length - 1]}`];
     const v = `TRY_CAST(json_extract(output, '$.value') AS DOUBLE)`;
     const binExpr = `CASE WHEN ${v} IS NULL THEN NULL ${e.map((edge, i) => `WHEN ${v} < ${edge} THEN ${i}`).join(' ')} ELSE ${e.length} END`;
@@ -181,7 +198,7 @@ export async function armStats(conn: DuckDBConnection, options: ArmStatsOptions)
 
   const counts = await rows(
     conn,
-    `SELECT arm, count(*) AS rows, count(DISTINCT requestId) AS requests, count(*) FILTER (WHERE ${FAILED}) AS errors,
+    `SELECT arm, count(*) AS rows, count(DISTINCT requestId) AS requests, count(DISTINCT requestId) FILTER (WHERE ${FAILED}) AS errors,
             list(DISTINCT version) AS versions
      FROM ${PREDICTIONS_TABLE} WHERE ${where} GROUP BY arm`,
     params,
@@ -191,7 +208,8 @@ export async function armStats(conn: DuckDBConnection, options: ArmStatsOptions)
     s.rows = num(r['rows']);
     s.requests = num(r['requests']);
     s.errors = num(r['errors']);
-    s.errorRate = s.rows === 0 ? 0 : s.errors / s.rows;
+    // Per request, not per row: one failed 10 000-row batch is one failure, not 10 000.
+    s.errorRate = s.requests === 0 ? 0 : s.errors / s.requests;
     s.versions = ((r['versions'] as unknown[] | null) ?? []).map(num).sort((a, b) => a - b);
   }
 

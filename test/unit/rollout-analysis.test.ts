@@ -204,7 +204,8 @@ describe('armStats', () => {
       // Linear interpolation over latencies 1..40: p50 at 19.5 → 20.5, p95 at 37.05 → 38.05.
       expect(stats.production.latencyP50Ms).toBeCloseTo(20.5, 9);
       expect(stats.production.latencyP95Ms).toBeCloseTo(38.05, 9);
-      expect(stats.canary).toMatchObject({ versions: [2], requests: 10, rows: 20, errors: 2, errorRate: 0.1, latencyP50Ms: 7, latencyP95Ms: 7 });
+      // Errors count requests: the failed request's two rows are one failure.
+      expect(stats.canary).toMatchObject({ versions: [2], requests: 10, rows: 20, errors: 1, errorRate: 0.1, latencyP50Ms: 7, latencyP95Ms: 7 });
       expect(stats.challenger.rows).toBe(0);
       expect(stats.production.histogramKind).toBe('probability');
       expect(stats.production.predictionHistogram).toHaveLength(10);
@@ -217,7 +218,7 @@ describe('armStats', () => {
     });
   });
 
-  it('counts labels for multi-class models and bins regression outputs on the given edges', async () => {
+  it('counts labels for multi-class models and bins regression outputs on the given edges, or on the deciles of production', async () => {
     const store = new MemoryArtifactStore();
     const three = (label: string): PredictionRecord['output'] => ({ label, probabilities: { a: label === 'a' ? 0.8 : 0.1, b: label === 'b' ? 0.8 : 0.1, c: label === 'c' ? 0.8 : 0.1 } });
     await writeHourly(store, armRows({ arm: 'production', requests: 6, output: (i) => three(['a', 'b', 'c', 'a', 'a', 'b'][i]!) }));
@@ -235,7 +236,12 @@ describe('armStats', () => {
     const regFiles = await downloadPredictionWindow(reg, MODEL, FROM, TO, join(workDir, 'download-4'));
     await withConnection(async (conn) => {
       await openPredictionTable(conn, regFiles.files);
-      await expect(armStats(conn, { from: FROM, to: TO })).rejects.toThrow(/regressionEdges/);
+      // Without edges, production's deciles in the window bin the values (a regression rollout needs no setup).
+      const derived = await armStats(conn, { from: FROM, to: TO });
+      expect(derived.production.histogramKind).toBe('value');
+      expect(derived.production.histogramBins).toHaveLength(10);
+      expect(derived.production.predictionHistogram.reduce((a, b) => a + b, 0)).toBe(5);
+      expect(derived.production.predictionHistogram[0]).toBe(1);
       const stats = await armStats(conn, { from: FROM, to: TO, regressionEdges: [0, 1] });
       expect(stats.production.histogramKind).toBe('value');
       expect(stats.production.predictionHistogram).toEqual([1, 2, 2]);
