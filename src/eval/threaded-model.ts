@@ -26,6 +26,8 @@ export async function loadModelOnThread(bytes: Uint8Array, expectedSha256: strin
       reject(err);
     });
     worker.once('error', reject);
+    // A thread that dies while loading (native crash, out of memory) must not leave the caller waiting.
+    worker.once('exit', (code) => reject(new Error(`inference thread exited (${code}) while loading the model`)));
   });
   worker.on('message', (msg: ThreadReply) => {
     const waiter = pending.get(msg.id);
