@@ -229,14 +229,63 @@ function toLabels(tensor: Tensor): ClassLabel[] {
   return Array.from(data as ArrayLike<number>);
 }
 
+/** The first label of a label tensor, as `toLabels` would give it. */
+function firstLabel(tensor: Tensor): ClassLabel {
+  const data = tensor.data;
+  if (Array.isArray(data)) return String(data[0]);
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) return Number(data[0]);
+  return (data as ArrayLike<number>)[0]!;
+}
+
 class OnnxModel implements LoadedModel {
   private released = false;
+  /** Outputs fetched from every run. */
+  private readonly fetches: string[];
 
   constructor(
     private readonly session: InferenceSession,
     readonly metadata: ModelMetadata,
     readonly sha256: string,
-  ) {}
+  ) {
+    const { outputs, task } = metadata;
+    this.fetches = [outputs.label, task === 'classification' ? outputs.probabilities : outputs.value].filter((o): o is string => o !== undefined);
+  }
+
+  /** `predict` for exactly one row: the same checks, tensors and answer, without the batching machinery. */
+  private async predictOne(row: Record<string, unknown>): Promise<Prediction> {
+    if (row === null || typeof row !== 'object') {
+      throw new InputValidationError('(row)', 0, `expected an object, got ${row === null ? 'null' : typeof row}`);
+    }
+    const feeds: Record<string, Tensor> = {};
+    for (const { name, type } of this.metadata.inputs) {
+      feeds[name] =
+        type === 'float'
+          ? new Tensor('float32', Float32Array.of(toFloat(row[name], name, 0)), [1, 1])
+          : new Tensor('string', [toCategory(row[name], name, 0)], [1, 1]);
+    }
+    const result = await this.session.run(feeds, this.fetches);
+    const { outputs, classes = [] } = this.metadata;
+    if (this.metadata.task !== 'classification') {
+      const out = result[outputs.value!]!;
+      if (out.data.length !== 1) throw new ModelSignatureError(`output "${outputs.value}" has shape [${out.dims}], expected [1]`);
+      return { task: 'regression', values: Float64Array.of((out.data as Float32Array | Float64Array)[0]!) };
+    }
+    const k = classes.length;
+    const proba = result[outputs.probabilities!]!;
+    if (proba.data.length !== k) throw new ModelSignatureError(`output "${outputs.probabilities}" has shape [${proba.dims}], expected [1, ${k}]`);
+    const probabilities = new Float32Array(k);
+    probabilities.set(proba.data as Float32Array);
+    let labels: ClassLabel[];
+    if (outputs.label) {
+      const tensor = result[outputs.label]!;
+      labels = tensor.data.length === 1 ? [firstLabel(tensor)] : toLabels(tensor);
+    } else {
+      let best = 0;
+      for (let j = 1; j < k; j++) if (probabilities[j]! > probabilities[best]!) best = j;
+      labels = [classes[best]!];
+    }
+    return { task: 'classification', labels, probabilities, classes: [...classes] };
+  }
 
   async predict(rows: Array<Record<string, unknown>>, opts: PredictOptions = {}): Promise<Prediction> {
     if (this.released) throw new Error('model has been released');
@@ -244,6 +293,7 @@ class OnnxModel implements LoadedModel {
     if (!Number.isInteger(batchSize) || batchSize < 1) {
       throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
     }
+    if (rows.length === 1) return this.predictOne(rows[0]!);
     const columns = buildColumns(rows, this.metadata);
     const { outputs, classes = [] } = this.metadata;
     const n = rows.length;
@@ -252,9 +302,7 @@ class OnnxModel implements LoadedModel {
     const labels: ClassLabel[] = [];
     const probabilities = new Float32Array(isClassifier ? n * k : 0);
     const values = new Float64Array(isClassifier ? 0 : n);
-    const fetches = [outputs.label, isClassifier ? outputs.probabilities : outputs.value].filter(
-      (o): o is string => o !== undefined,
-    );
+    const fetches = this.fetches;
 
     for (let start = 0; start < n; start += batchSize) {
       const end = Math.min(n, start + batchSize);

@@ -44,10 +44,69 @@ export interface PredictionLogOptions {
 
 export const PREDICTION_LOG_DEFAULTS: PredictionLogOptions = { flushRows: 500, flushIntervalMs: 2000, maxBufferedRows: 100_000 };
 
+/** The fields one request's rows share (on one arm); see `PredictionRecord`. */
+export interface PredictionRequest {
+  requestId: string;
+  time: string;
+  model: string;
+  version: number;
+  sha256: string;
+  arm: Arm;
+  /** Written only when set (non-empty). */
+  rolloutId: string | null;
+  latencyMs: number;
+  /** Set when inference failed: every row is then written with `output: null` and this error. */
+  error?: string;
+}
+
+/**
+ * A row buffered by `appendRequest`: it points at its request's shared fields and is only
+ * turned into its JSON line when its batch is written, so the request path allocates one
+ * small object per row and serializes nothing.
+ */
+class CompactRow {
+  constructor(
+    readonly request: PredictionRequest,
+    readonly rowIndex: number,
+    readonly features: Record<string, unknown>,
+    readonly output: PredictionOutput | null,
+  ) {}
+}
+
+type BufferedRow = PredictionRecord | CompactRow;
+
+const heads = new WeakMap<PredictionRequest, string>();
+
+/** A request's shared fields as the start of its rows' JSON lines, in `PredictionRecord`'s key order. */
+function head(r: PredictionRequest): string {
+  let h = heads.get(r);
+  if (h === undefined) {
+    h =
+      `{"requestId":${JSON.stringify(r.requestId)},"time":${JSON.stringify(r.time)},"model":${JSON.stringify(r.model)},"version":${JSON.stringify(r.version)}` +
+      `,"sha256":${JSON.stringify(r.sha256)},"arm":${JSON.stringify(r.arm)}${r.rolloutId ? `,"rolloutId":${JSON.stringify(r.rolloutId)}` : ''},"latencyMs":${JSON.stringify(r.latencyMs)},"rowIndex":`;
+    heads.set(r, h);
+  }
+  return h;
+}
+
+/** One JSON line (without the newline); a compact row comes out exactly as its `PredictionRecord` would. */
+function serialize(row: BufferedRow): string {
+  if (!(row instanceof CompactRow)) return JSON.stringify(row);
+  const r = row.request;
+  const tail = r.error !== undefined ? `null,"error":${JSON.stringify(r.error)}}` : `${JSON.stringify(row.output)}}`;
+  return `${head(r)}${JSON.stringify(row.rowIndex)},"features":${JSON.stringify(row.features)},"output":${tail}`;
+}
+
+const modelOf = (row: BufferedRow): string => (row instanceof CompactRow ? row.request.model : row.model);
+const timeOf = (row: BufferedRow): string => (row instanceof CompactRow ? row.request.time : row.time);
+
+/** Rows serialized between yields to the event loop while a batch's body is built. */
+const SERIALIZE_CHUNK_ROWS = 64;
+
 interface Batch {
   /** Chosen once, so a retry of a write whose answer was lost is a no-op (create-if-absent). */
   key: string;
-  rows: PredictionRecord[];
+  rows: BufferedRow[];
 }
 
 /**
@@ -58,7 +117,7 @@ interface Batch {
  */
 export class PredictionLog {
   readonly options: PredictionLogOptions;
-  private buffer: PredictionRecord[] = [];
+  private buffer: BufferedRow[] = [];
   private batches: Batch[] = [];
   private batchedRows = 0;
   private writing: Batch | undefined;
@@ -93,6 +152,20 @@ export class PredictionLog {
 
   append(rows: readonly PredictionRecord[]): void {
     for (const row of rows) this.buffer.push(row);
+    this.appended();
+  }
+
+  /**
+   * Appends one request's rows: row i is written as a `PredictionRecord` with the request's
+   * fields, `rowIndex` i, `features[i]` and `outputs[i]` (or `output: null` and the request's
+   * `error`). The objects are kept by reference and must not be changed afterwards.
+   */
+  appendRequest(request: PredictionRequest, features: readonly Record<string, unknown>[], outputs: readonly PredictionOutput[] | null): void {
+    for (let i = 0; i < features.length; i++) this.buffer.push(new CompactRow(request, i, features[i]!, outputs ? outputs[i]! : null));
+    this.appended();
+  }
+
+  private appended(): void {
     this.enforceBound();
     // After a failed write, size-triggered flushes wait for the timer rather than hammer a store that is down.
     if (this.buffer.length >= this.options.flushRows && Date.now() >= this.retryAfter) void this.flush();
@@ -130,7 +203,7 @@ export class PredictionLog {
     while (this.batches.length > 0) {
       const batch = this.batches[0]!;
       this.writing = batch;
-      const body = batch.rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+      const body = await this.serializeBatch(batch);
       try {
         await this.store.put(batch.key, body, { ifAbsent: true, contentType: 'application/x-ndjson' });
       } catch (err) {
@@ -151,14 +224,30 @@ export class PredictionLog {
     this.retryAfter = 0;
   }
 
+  /**
+   * A batch's NDJSON body, built a chunk of rows at a time with the event loop let run in
+   * between, so a flush does not hold requests up for the whole batch.
+   */
+  private async serializeBatch(batch: Batch): Promise<string> {
+    let body = '';
+    let i = 0;
+    // Rows are only ever dropped from the front of a batch that is not being written, so this one is stable.
+    while (i < batch.rows.length) {
+      const end = Math.min(batch.rows.length, i + SERIALIZE_CHUNK_ROWS);
+      for (; i < end; i++) body += serialize(batch.rows[i]!) + '\n';
+      if (i < batch.rows.length) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    return body;
+  }
+
   /** Moves the buffer into batches: one per model and UTC hour, at most `flushRows` rows each. */
   private cutBatches(): void {
     if (this.buffer.length === 0) return;
     const rows = this.buffer;
     this.buffer = [];
-    const groups = new Map<string, PredictionRecord[]>();
+    const groups = new Map<string, BufferedRow[]>();
     for (const row of rows) {
-      const group = `${row.model}\n${row.time.slice(0, 13)}`;
+      const group = `${modelOf(row)}\n${timeOf(row).slice(0, 13)}`;
       let list = groups.get(group);
       if (!list) groups.set(group, (list = []));
       list.push(row);
@@ -167,7 +256,7 @@ export class PredictionLog {
       for (let i = 0; i < list.length; i += this.options.flushRows) {
         const chunk = list.slice(i, i + this.options.flushRows);
         const first = chunk[0]!;
-        this.batches.push({ key: keys.predictionBatch(first.model, new Date(first.time), randomBytes(6).toString('hex')), rows: chunk });
+        this.batches.push({ key: keys.predictionBatch(modelOf(first), new Date(timeOf(first)), randomBytes(6).toString('hex')), rows: chunk });
         this.batchedRows += chunk.length;
       }
     }

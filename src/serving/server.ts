@@ -9,7 +9,7 @@ import type { ArtifactStore } from '../store/artifact-store.js';
 import { keys } from '../store/keys.js';
 import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
 import { ServingMetrics, UNKNOWN_MODEL_LABEL } from './metrics.js';
-import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionOutput } from './prediction-log.js';
+import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionOutput, type PredictionRequest } from './prediction-log.js';
 
 type Row = Record<string, number | string | boolean | null>;
 
@@ -50,6 +50,45 @@ const predictBody = z
   })
   .strict()
   .refine((b) => (b.instances === undefined) !== (b.instance === undefined), { message: 'send exactly one of "instance" or "instances"' });
+
+/** A JSON object as the body parser builds it (what zod's record accepts, and more strictly). */
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+function isPlainRow(v: unknown): v is Row {
+  if (!isPlainObject(v)) return false;
+  for (const k in v) {
+    const value = v[k];
+    if (value !== null && typeof value !== 'number' && typeof value !== 'string' && typeof value !== 'boolean') return false;
+  }
+  return true;
+}
+
+/**
+ * The common, valid predict body, checked without zod: what it accepts `predictBody` accepts
+ * too, with the same data. Anything else (including every invalid body) is undefined, and goes
+ * through `predictBody` for its answer and error message.
+ */
+function quickPredictBody(body: unknown): { key?: string; rows: Row[] } | undefined {
+  if (!isPlainObject(body)) return undefined;
+  for (const k in body) if (k !== 'key' && k !== 'instance' && k !== 'instances') return undefined;
+  const { key, instance, instances } = body;
+  if (key !== undefined && (typeof key !== 'string' || key.length < 1 || key.length > 200)) return undefined;
+  if ((instance === undefined) === (instances === undefined)) return undefined;
+  let rows: Row[];
+  if (instance !== undefined) {
+    if (!isPlainRow(instance)) return undefined;
+    rows = [instance];
+  } else {
+    if (!Array.isArray(instances) || instances.length < 1 || instances.length > 10_000) return undefined;
+    for (const row of instances) if (!isPlainRow(row)) return undefined;
+    rows = instances as Row[];
+  }
+  return key === undefined ? { rows } : { key, rows };
+}
 
 const feedbackBody = z
   .object({
@@ -105,13 +144,74 @@ function zodError(error: z.ZodError): string {
   return `${issue?.path.join('.') || 'body'}: ${issue?.message}`;
 }
 
+type LogMethod = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+/**
+ * `req.log`: the child logger with the request id, created only when something is logged.
+ * Fastify would otherwise build a pino child for every request, and the serving logger
+ * (level warn) logs almost none.
+ */
+class LazyRequestLogger {
+  private real: FastifyBaseLogger | undefined;
+
+  constructor(
+    private readonly parent: FastifyBaseLogger,
+    private readonly bindings: Record<string, unknown>,
+    private readonly options: Record<string, unknown>,
+  ) {}
+
+  private get logger(): FastifyBaseLogger {
+    return (this.real ??= this.parent.child(this.bindings, this.options));
+  }
+
+  private log(method: LogMethod, args: unknown[]): void {
+    // A level the parent does not log is a no-op; no child is needed for it.
+    if (this.real === undefined && this.options.level === undefined && !(this.parent as { isLevelEnabled?: (l: string) => boolean }).isLevelEnabled?.(method)) return;
+    (this.logger[method] as (...a: unknown[]) => void)(...args);
+  }
+
+  get level(): string {
+    return this.real?.level ?? (this.options.level as string | undefined) ?? this.parent.level;
+  }
+  set level(level: string) {
+    this.logger.level = level;
+  }
+  fatal(...args: unknown[]): void {
+    this.log('fatal', args);
+  }
+  error(...args: unknown[]): void {
+    this.log('error', args);
+  }
+  warn(...args: unknown[]): void {
+    this.log('warn', args);
+  }
+  info(...args: unknown[]): void {
+    this.log('info', args);
+  }
+  debug(...args: unknown[]): void {
+    this.log('debug', args);
+  }
+  trace(...args: unknown[]): void {
+    this.log('trace', args);
+  }
+  silent(): void {}
+  child(bindings: Record<string, unknown>, options?: Record<string, unknown>): FastifyBaseLogger {
+    return this.logger.child(bindings, options);
+  }
+}
+
 export function createServingApp(opts: ServingOptions): FastifyInstance {
   return buildServing(opts).app;
 }
 
 export function buildServing(opts: ServingOptions): Serving {
   const tokens = servingTokenStore(opts.tokens);
-  const app = Fastify({ loggerInstance: opts.logger.child({ component: 'serving' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: opts.bodyLimitBytes ?? 5 * 1024 * 1024, genReqId: () => randomUUID() });
+  const app = Fastify({
+    loggerInstance: opts.logger.child({ component: 'serving' }, { level: 'warn' }) as FastifyBaseLogger,
+    bodyLimit: opts.bodyLimitBytes ?? 5 * 1024 * 1024,
+    genReqId: () => randomUUID(),
+    childLoggerFactory: (logger, bindings, options) => new LazyRequestLogger(logger, bindings, options as Record<string, unknown>) as unknown as FastifyBaseLogger,
+  });
   let predictionLog: PredictionLog | undefined;
   let shadowInFlight = 0;
   const maxShadowInFlight = opts.maxShadowInFlight ?? 64;
@@ -171,13 +271,20 @@ export function buildServing(opts: ServingOptions): Serving {
 
   function logRows(requestId: string, served: ServedModel, arm: Arm, rolloutId: string | null, rows: Row[], answer: { predictions: PredictionOutput[]; latencyMs: number } | { error: string; latencyMs: number }): void {
     if (!predictionLog) return;
-    const time = new Date().toISOString();
-    const base = { requestId, time, model: served.model, version: served.version, sha256: served.sha256, arm, ...(rolloutId ? { rolloutId } : {}), latencyMs: answer.latencyMs };
-    predictionLog.append(
-      rows.map((features, rowIndex) =>
-        'error' in answer ? { ...base, rowIndex, features, output: null, error: answer.error } : { ...base, rowIndex, features, output: answer.predictions[rowIndex]! },
-      ),
-    );
+    const request: PredictionRequest = {
+      requestId,
+      time: new Date().toISOString(),
+      model: served.model,
+      version: served.version,
+      sha256: served.sha256,
+      arm,
+      rolloutId,
+      latencyMs: answer.latencyMs,
+    };
+    if ('error' in answer) {
+      request.error = answer.error;
+      predictionLog.appendRequest(request, rows, null);
+    } else predictionLog.appendRequest(request, rows, answer.predictions);
   }
 
   /** Scores a copy of the request on the shadow candidate after the caller has its answer; never throws. */
@@ -217,13 +324,17 @@ export function buildServing(opts: ServingOptions): Serving {
       return reply.code(code).send(body);
     };
     if (!isValidName(name)) return fail(400, { error: `invalid model name "${name}"` });
-    const parsed = predictBody.safeParse(req.body);
-    if (!parsed.success) return fail(400, { error: zodError(parsed.error) });
+    let body = quickPredictBody(req.body);
+    if (!body) {
+      const parsed = predictBody.safeParse(req.body);
+      if (!parsed.success) return fail(400, { error: zodError(parsed.error) });
+      body = { key: parsed.data.key, rows: parsed.data.instances ?? [parsed.data.instance!] };
+    }
     if (!route) return fail(404, { error: `model "${name}" has no production version being served` });
-    const rows = parsed.data.instances ?? [parsed.data.instance!];
+    const { rows } = body;
     const requestStarted = performance.now();
     const { split } = route;
-    const routingKey = parsed.data.key ?? (typeof req.headers[ROUTING_KEY_HEADER] === 'string' ? req.headers[ROUTING_KEY_HEADER] : undefined);
+    const routingKey = body.key ?? (typeof req.headers[ROUTING_KEY_HEADER] === 'string' ? req.headers[ROUTING_KEY_HEADER] : undefined);
 
     // The request's own signature check is production's: that is the contract callers know.
     let answered: { served: ServedModel; arm: Arm; answer: { predictions: PredictionOutput[]; latencyMs: number } } | undefined;
