@@ -294,25 +294,28 @@ export function buildServing(opts: ServingOptions): Serving {
       return;
     }
     shadowInFlight++;
-    setImmediate(() => {
-      const started = performance.now();
-      void opts.host
-        .useSession(split.candidate, (served) => infer(served, rows))
-        .then(
-          (answer) => {
-            metrics.predictions.inc({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' }, rows.length);
-            metrics.latency.observe({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' }, answer.latencyMs / 1000);
-            logRows(requestId, split.candidate, 'shadow', split.rolloutId, rows, answer);
-          },
-          (err: unknown) => {
-            metrics.inferenceFailures.inc({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' });
-            logRows(requestId, split.candidate, 'shadow', split.rolloutId, rows, { error: (err as Error).message, latencyMs: performance.now() - started });
-          },
-        )
-        .finally(() => {
-          shadowInFlight--;
-        });
-    });
+    const started = performance.now();
+    // Holds the candidate session from now (a refresh cannot release it before the copy is
+    // scored) and scores on the next turn of the event loop, after the caller's answer.
+    void opts.host
+      .useSession(split.candidate, async (served) => {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        return infer(served, rows);
+      })
+      .then(
+        (answer) => {
+          metrics.predictions.inc({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' }, rows.length);
+          metrics.latency.observe({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' }, answer.latencyMs / 1000);
+          logRows(requestId, split.candidate, 'shadow', split.rolloutId, rows, answer);
+        },
+        (err: unknown) => {
+          metrics.inferenceFailures.inc({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' });
+          logRows(requestId, split.candidate, 'shadow', split.rolloutId, rows, { error: (err as Error).message, latencyMs: performance.now() - started });
+        },
+      )
+      .finally(() => {
+        shadowInFlight--;
+      });
   }
 
   async function predict(name: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -337,34 +340,45 @@ export function buildServing(opts: ServingOptions): Serving {
     const routingKey = body.key ?? (typeof req.headers[ROUTING_KEY_HEADER] === 'string' ? req.headers[ROUTING_KEY_HEADER] : undefined);
 
     // The request's own signature check is production's: that is the contract callers know.
-    let answered: { served: ServedModel; arm: Arm; answer: { predictions: PredictionOutput[]; latencyMs: number } } | undefined;
-    if (split && split.mode !== 'shadow' && bucket(split.rolloutId ?? '', routingKey ?? req.id) < split.percent * 100) {
-      const arm: Arm = split.mode === 'canary' ? 'canary' : 'challenger';
-      const started = performance.now();
-      try {
-        checkSignature(route.production, rows);
-        answered = { served: split.candidate, arm, answer: await opts.host.useSession(split.candidate, (served) => infer(served, rows)) };
-      } catch (err) {
-        if (err instanceof InputValidationError) return fail(400, { error: err.message, field: err.field });
-        // The candidate failed: the caller still gets production's answer; the failure is what the rollout's analysis counts.
-        metrics.inferenceFailures.inc({ model: name, version: String(split.candidate.version), arm });
-        logRows(req.id, split.candidate, arm, split.rolloutId, rows, { error: (err as Error).message, latencyMs: performance.now() - started });
-        req.log.warn({ err: (err as Error).message, version: split.candidate.version, arm }, 'candidate failed; answered by production');
-      }
+    try {
+      checkSignature(route.production, rows);
+    } catch (err) {
+      if (err instanceof InputValidationError) return fail(400, { error: err.message, field: err.field });
+      throw err;
     }
-    if (!answered) {
+    // Production is held for the whole request, so a refresh cannot release it while a
+    // candidate is tried first and production is then needed as the fallback.
+    const answered = await opts.host.useSession(route.production, async (production) => {
+      let candidateFailure: { arm: Arm; error: string; latencyMs: number } | undefined;
+      if (split && split.mode !== 'shadow' && bucket(split.rolloutId ?? '', routingKey ?? req.id) < split.percent * 100) {
+        const arm: Arm = split.mode === 'canary' ? 'canary' : 'challenger';
+        const started = performance.now();
+        try {
+          return { served: split.candidate, arm, answer: await opts.host.useSession(split.candidate, (served) => infer(served, rows)) };
+        } catch (err) {
+          // The candidate failed: the caller still gets production's answer; the failure is
+          // what the rollout's analysis counts (unless production refuses the input too).
+          candidateFailure = { arm, error: (err as Error).message, latencyMs: performance.now() - started };
+        }
+      }
       try {
-        checkSignature(route.production, rows);
-        answered = { served: route.production, arm: 'production', answer: await opts.host.useSession(route.production, (served) => infer(served, rows)) };
+        const answer = await infer(production, rows);
+        if (candidateFailure && split) {
+          metrics.inferenceFailures.inc({ model: name, version: String(split.candidate.version), arm: candidateFailure.arm });
+          logRows(req.id, split.candidate, candidateFailure.arm, split.rolloutId, rows, candidateFailure);
+          req.log.warn({ err: candidateFailure.error, version: split.candidate.version, arm: candidateFailure.arm }, 'candidate failed; answered by production');
+        }
+        if (split?.mode === 'shadow') shadowScore(req.id, split, rows);
+        return { served: production, arm: 'production' as Arm, answer };
       } catch (err) {
-        if (err instanceof InputValidationError) return fail(400, { error: err.message, field: err.field });
+        if (err instanceof InputValidationError) return { invalid: err };
         metrics.errors.inc({ model: modelLabel, reason: 'internal' });
-        metrics.inferenceFailures.inc({ model: name, version: String(route.production.version), arm: 'production' });
-        logRows(req.id, route.production, 'production', split?.rolloutId ?? null, rows, { error: (err as Error).message, latencyMs: performance.now() - requestStarted });
+        metrics.inferenceFailures.inc({ model: name, version: String(production.version), arm: 'production' });
+        logRows(req.id, production, 'production', split?.rolloutId ?? null, rows, { error: (err as Error).message, latencyMs: performance.now() - requestStarted });
         throw err;
       }
-      if (split?.mode === 'shadow') shadowScore(req.id, split, rows);
-    }
+    });
+    if ('invalid' in answered && answered.invalid) return fail(400, { error: answered.invalid.message, field: answered.invalid.field });
     const { served, arm, answer } = answered;
     const labels = { model: served.model, version: String(served.version), arm };
     metrics.predictions.inc(labels, answer.predictions.length);

@@ -313,7 +313,7 @@ describe('/metrics', () => {
     expect((await predict(s, [{ ...ROWS[0], credit_score: undefined }])).statusCode).toBe(400);
     expect((await s.app.inject({ method: 'POST', url: `/v1/models/${MODEL}:predict`, headers: AUTH, payload: { instances: 'x' } })).statusCode).toBe(400);
     expect((await s.app.inject({ method: 'POST', url: '/v1/models/no-such-model:predict', headers: AUTH, payload: { instance: ROWS[0] } })).statusCode).toBe(404);
-    const boom = vi.spyOn(host, 'useSession').mockRejectedValueOnce(new Error('session exploded'));
+    const boom = vi.spyOn(host.get(MODEL)!.loaded, 'predict').mockRejectedValueOnce(new Error('session exploded'));
     expect((await predict(s, [ROWS[0]!])).statusCode).toBe(500);
     boom.mockRestore();
 
