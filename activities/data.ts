@@ -14,7 +14,9 @@ import { openDataset } from '../src/data/load.js';
 import { validateDataset as runValidation } from '../src/data/validate.js';
 import { profileDataset } from '../src/data/profile.js';
 import { splitDataset as runSplit } from '../src/data/split.js';
-import { featureColumns } from '../src/data/features.js';
+import { featureColumns, featureKind } from '../src/data/features.js';
+import { DATASET_TABLE } from '../src/data/load.js';
+import { buildReferenceProfile, tableRelation } from '../src/monitoring/reference.js';
 import { canonicalJson } from '../src/spec/canonical.js';
 import type { ActivityDeps } from './deps.js';
 import { activityLogger, withHeartbeat, withScratchDir } from './context.js';
@@ -218,10 +220,33 @@ export function dataActivities(deps: ActivityDeps) {
         const trainKey = keys.split(input.dataset.sha256, seed, holdoutFraction, layout, 'train');
         const holdoutKey = keys.split(input.dataset.sha256, seed, holdoutFraction, layout, 'holdout');
         const countsKey = trainKey.replace(/train\.csv$/, 'counts.json');
+        const referenceKey = trainKey.replace(/train\.csv$/, 'reference.json');
+        /** The training split's reference profile, what drift monitoring compares served data with. */
+        const writeReference = async (trainPath: string): Promise<void> => {
+          const train = await openDataset(trainPath, 'csv');
+          try {
+            const features = featureColumns(input.spec).map((name) => {
+              const column = input.spec.schema.columns[name]!;
+              return { name, kind: featureKind(column.type), ...(column.min !== undefined ? { min: column.min } : {}), ...(column.max !== undefined ? { max: column.max } : {}) };
+            });
+            const reference = await buildReferenceProfile(train.connection, tableRelation(DATASET_TABLE), features);
+            await deps.store.put(referenceKey, JSON.stringify(reference), { contentType: 'application/json' });
+          } finally {
+            train.close();
+          }
+        };
         const existing = await deps.store.getWithEtag(countsKey);
         if (existing) {
           const counts = JSON.parse(existing.body.toString('utf8')) as { trainRows: number; holdoutRows: number };
-          return { seed, holdoutFraction, trainKey, holdoutKey, ...counts };
+          // Splits made before monitoring existed have no reference yet.
+          if (!(await deps.store.head(referenceKey))) {
+            await withScratchDir(deps.workDir, async (dir) => {
+              const trainPath = join(dir, 'train.csv');
+              await deps.store.getToFile(trainKey, trainPath);
+              await writeReference(trainPath);
+            });
+          }
+          return { seed, holdoutFraction, trainKey, holdoutKey, ...counts, referenceKey };
         }
         const path = await materialize(input.dataset);
         return withScratchDir(deps.workDir, async (dir) => {
@@ -230,12 +255,13 @@ export function dataActivities(deps: ActivityDeps) {
             const split = await runSplit(dataset.connection, input.spec, dir);
             await deps.store.putStream(trainKey, createReadStream(split.trainPath), (await stat(split.trainPath)).size);
             await deps.store.putStream(holdoutKey, createReadStream(split.holdoutPath), (await stat(split.holdoutPath)).size);
+            await writeReference(split.trainPath);
             // Written last: its presence means both splits are complete.
             await deps.store.put(countsKey, JSON.stringify({ trainRows: split.trainRows, holdoutRows: split.holdoutRows }), {
               contentType: 'application/json',
             });
             log.info({ trainRows: split.trainRows, holdoutRows: split.holdoutRows }, 'dataset split');
-            return { seed, holdoutFraction, trainKey, holdoutKey, trainRows: split.trainRows, holdoutRows: split.holdoutRows };
+            return { seed, holdoutFraction, trainKey, holdoutKey, trainRows: split.trainRows, holdoutRows: split.holdoutRows, referenceKey };
           } finally {
             dataset.close();
           }

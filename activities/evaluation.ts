@@ -1,4 +1,7 @@
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DATASET_TABLE, openDataset } from '../src/data/load.js';
+import { buildReferenceProfile, tableRelation } from '../src/monitoring/reference.js';
 import type { AliasRecord, GateResult, ModelArtifactRef, SplitRef } from '../src/shared/registry-types.js';
 import type { PipelineSpec } from '../src/spec/schema.js';
 import { keys } from '../src/store/keys.js';
@@ -31,6 +34,16 @@ export interface EvaluationReport {
   passed: boolean;
   production: { version: number; sha256: string; metrics: Record<string, number | null> } | null;
   holdoutRows: number;
+  /** Reference profile of the candidate's holdout predictions, for prediction-drift monitoring. */
+  predictionReferenceKey?: string;
+}
+
+/** The one number (or label) per row that prediction drift is measured on. */
+export function predictionValue(prediction: Prediction, row: number): number | string {
+  if (prediction.task === 'regression') return prediction.values[row]!;
+  const k = prediction.classes.length;
+  // Binary: probability of the last class; more classes: the label.
+  return k === 2 ? prediction.probabilities[row * k + 1]! : String(prediction.labels[row]);
 }
 
 type Metrics = Record<string, number | null>;
@@ -149,8 +162,20 @@ export function evaluationActivities(deps: ActivityDeps) {
             sample: evaluationSample(rows.slice(0, EVALUATION_SAMPLE_ROWS), featureColumns(input.spec), candidatePrediction),
           };
           await deps.store.put(reportKey, JSON.stringify(report, null, 2), { contentType: 'application/json' });
+          const predictionReferenceKey = keys.runReport(input.model, input.workflowId, input.runId ?? 'run', `prediction-reference-${input.round ?? 1}`);
+          const values = rows.map((_, i) => predictionValue(candidatePrediction, i));
+          const kind = typeof values[0] === 'string' ? 'categorical' : 'numeric';
+          const csvPath = join(dir, 'predictions.csv');
+          await writeFile(csvPath, `prediction\n${values.map((v) => (typeof v === 'string' ? JSON.stringify(v) : String(v))).join('\n')}\n`);
+          const table = await openDataset(csvPath, 'csv');
+          try {
+            const reference = await buildReferenceProfile(table.connection, tableRelation(DATASET_TABLE), [{ name: 'prediction', kind }]);
+            await deps.store.put(predictionReferenceKey, JSON.stringify(reference), { contentType: 'application/json' });
+          } finally {
+            table.close();
+          }
           log.info({ metrics: candidate.metrics, passed: gates.passed, production: production?.version ?? null }, 'model evaluated');
-          return { reportKey, metrics: candidate.metrics, gates: gates.results, passed: gates.passed, production, holdoutRows: rows.length };
+          return { reportKey, metrics: candidate.metrics, gates: gates.results, passed: gates.passed, production, holdoutRows: rows.length, predictionReferenceKey };
         })),
       );
     },

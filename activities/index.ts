@@ -5,6 +5,7 @@ import { evaluationActivities } from './evaluation.js';
 import { registryActivities } from './registry.js';
 import { notifyActivities } from './notify.js';
 import { deploymentActivities } from './deployment.js';
+import { monitoringActivities } from './monitoring.js';
 
 export type { ActivityDeps } from './deps.js';
 
@@ -18,6 +19,7 @@ export function createActivities(deps: ActivityDeps) {
     ...registryActivities(deps),
     ...notifyActivities(deps),
     ...deploymentActivities(deps),
+    ...monitoringActivities(deps),
   };
 }
 

@@ -6,6 +6,7 @@ import type {
   DatasetRef,
   DecisionRecord,
   ModelVersionRecord,
+  RunTrigger,
   SplitRef,
 } from '../src/shared/registry-types.js';
 import type { PipelineSpec } from '../src/spec/schema.js';
@@ -27,7 +28,7 @@ export interface RegisterInput {
   artifact: TrainedModel;
   evaluation: EvaluationReport;
   code: CodeVersion;
-  run: { workflowId: string; runId: string; submittedBy: string };
+  run: { workflowId: string; runId: string; submittedBy: string; trigger?: RunTrigger };
 }
 
 export interface DecisionInput {
@@ -86,6 +87,7 @@ export function registryActivities(deps: ActivityDeps) {
             production: input.evaluation.production
               ? { version: input.evaluation.production.version, metrics: input.evaluation.production.metrics }
               : null,
+            ...(input.evaluation.predictionReferenceKey ? { predictionReferenceKey: input.evaluation.predictionReferenceKey } : {}),
           },
           run: input.run,
           ...(spec.description ? { description: spec.description } : {}),

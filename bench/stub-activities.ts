@@ -80,6 +80,16 @@ export function stubActivities(): PipelineActivities {
     async recordRollout() {
       throw new Error('not used by the benchmark');
     },
+    // The example spec has no monitoring or schedule: never called.
+    async runMonitor() {
+      throw new Error('not used by the benchmark');
+    },
+    async requestRetraining() {
+      throw new Error('not used by the benchmark');
+    },
+    async ensureSchedules() {
+      throw new Error('not used by the benchmark');
+    },
     // Only called for specs with webhooks; the example has none.
     async sendNotification() {
       return { status: 200 };

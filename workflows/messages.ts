@@ -37,6 +37,8 @@ export interface PipelineStatus {
   awaitingApproval?: AwaitingApproval;
   /** Set while a canary, shadow or A/B rollout deploys this run's version. */
   rollout?: { workflowId: string; rolloutId: string };
+  /** Schedules created or updated after deployment (monitor-<model>, retrain-<model>). */
+  schedules?: string[];
   error?: string;
 }
 

@@ -16,7 +16,7 @@ import type { PipelineActivities } from '../activities/index.js';
 import { STAGES, STAGE_STATE, type StageName } from '../src/shared/constants.js';
 import { durationMs } from '../src/shared/duration.js';
 import { ErrorType, OUTCOME_BY_ERROR_TYPE, RunOutcome } from '../src/shared/errors.js';
-import type { AliasRecord, CodeVersion, ModelVersionRecord } from '../src/shared/registry-types.js';
+import type { AliasRecord, CodeVersion, ModelVersionRecord, RunTrigger } from '../src/shared/registry-types.js';
 import type { PipelineSpec } from '../src/spec/schema.js';
 import { stageSearchAttribute } from '../src/shared/search-attributes.js';
 import {
@@ -40,6 +40,8 @@ export interface PipelineInput {
   code: CodeVersion;
   submittedBy: string;
   trainingTaskQueue: string;
+  /** Why the run started (absent: by hand); recorded with the version it registers. */
+  trigger?: RunTrigger;
 }
 
 export interface PipelineResult {
@@ -54,7 +56,7 @@ export interface PipelineResult {
 }
 
 /** Workflow changes guarded for replay of older histories; never remove an entry while such runs may exist. */
-const PATCHES = { noStageSearchAttribute: 'no-stage-search-attribute', preDeploymentValidation: 'pre-deployment-validation' } as const;
+const PATCHES = { noStageSearchAttribute: 'no-stage-search-attribute', preDeploymentValidation: 'pre-deployment-validation', monitorSchedules: 'monitor-schedules' } as const;
 
 /** How often a promotion re-checks gates after losing the alias race to another run. */
 const MAX_PROMOTION_ATTEMPTS = 20;
@@ -171,7 +173,7 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
       artifact,
       evaluation: report,
       code: input.code,
-      run: { ...run, submittedBy: input.submittedBy },
+      run: { ...run, submittedBy: input.submittedBy, ...(input.trigger ? { trigger: input.trigger } : {}) },
     });
     status.version = record.version;
     end('register', `${spec.name}@${record.version}`);
@@ -249,6 +251,18 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
     // 6. Deployment: compare-and-swap the alias; if another run promoted meanwhile,
     // the candidate must beat the new production model before it may replace it.
     begin((current = 'deploy'));
+    /** After a deployment: the model's monitor (and timetable) schedules follow this run's spec. */
+    const scheduleFollowUps = async (): Promise<void> => {
+      if (!spec.monitoring && !spec.schedule) return;
+      if (!patched(PATCHES.monitorSchedules)) return;
+      try {
+        status.schedules = await quick.ensureSchedules({ model: spec.name, target: { spec, code: input.code, trainingTaskQueue: input.trainingTaskQueue } });
+      } catch (err) {
+        // The version is deployed either way; a schedule that could not be set is reported, not a failed run.
+        log.error('could not set the monitor/retraining schedules', { error: String(err) });
+        status.schedules = [];
+      }
+    };
     const rolloutId = `${spec.name}-v${record.version}-${run.runId.slice(0, 8)}`;
     if (spec.deployment.strategy !== 'direct') {
       // Canary, shadow and A/B rollouts are workflows of their own (one per model at a
@@ -277,6 +291,7 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
       status.stage = 'done';
       status.outcome = RunOutcome.Deployed;
       notify('deployed', { model: spec.name, version: record.version, sha256: artifact.sha256, alias: spec.deployment.alias, previousVersion: result.previousVersion, workflowId: run.workflowId, strategy: spec.deployment.strategy, rolloutId });
+      await scheduleFollowUps();
       await Promise.allSettled(notifications);
       return {
         outcome: RunOutcome.Deployed,
@@ -308,6 +323,7 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
         status.stage = 'done';
         status.outcome = RunOutcome.Deployed;
         notify('deployed', { model: spec.name, version: record.version, sha256: artifact.sha256, alias: spec.deployment.alias, previousVersion: promoted.previousVersion, workflowId: run.workflowId });
+        await scheduleFollowUps();
         await Promise.allSettled(notifications);
         return {
           outcome: RunOutcome.Deployed,

@@ -21,6 +21,17 @@ import { STAGES } from '../shared/constants.js';
 import type { PipelineStatus } from '../../workflows/messages.js';
 import type { RolloutStatus } from '../../workflows/rollout-messages.js';
 import type { RolloutStep, TrafficRecord } from '../shared/registry-types.js';
+import { listMonitorResults, type MonitorResult } from '../monitoring/results.js';
+import {
+  backfillSchedule,
+  deleteSchedule,
+  getSchedule,
+  listSchedules,
+  pauseSchedule,
+  triggerSchedule,
+  unpauseSchedule,
+  type ScheduleInfo,
+} from '../temporal/schedules.js';
 
 function out(line: string): void {
   process.stdout.write(`${line}\n`);
@@ -72,6 +83,61 @@ function formatRolloutView(view: RolloutView): string {
   }
   lines.push(formatTraffic(view.traffic));
   return lines.join('\n');
+}
+
+async function withTemporal<T>(config: Config, fn: (client: Awaited<ReturnType<typeof connectClient>>) => Promise<T>): Promise<T> {
+  const client = await connectClient(config);
+  try {
+    return await fn(client);
+  } finally {
+    await client.connection.close();
+  }
+}
+
+function formatSchedules(list: readonly ScheduleInfo[]): string {
+  const lines: string[] = [];
+  for (const s of list) {
+    const state = s.paused ? 'PAUSED' : 'active';
+    lines.push(`${s.id}  ${state}  ${s.spec}  (${s.kind}${s.model ? ` of ${s.model}` : ''}, starts ${s.workflowType})`);
+    if (s.note) lines.push(`  note      ${s.note}`);
+    lines.push(`  next      ${s.paused ? '(paused)' : s.nextActionTimes.join(', ') || 'none'}`);
+    lines.push(`  running   ${s.running}${s.buffered ? ` (+${s.buffered} buffered)` : ''}; ${s.actionsTaken} started, ${s.skippedOverlap} skipped (overlap), ${s.missedCatchupWindow} missed (catch-up window)`);
+    if (!s.recentActions.length) lines.push('  recent    none yet');
+    s.recentActions.forEach((a, i) => lines.push(`  ${i === 0 ? 'recent' : ''.padEnd(6)}    ${a.scheduledAt} → ${a.workflowId} (started ${a.startedAt})`));
+  }
+  return lines.join('\n');
+}
+
+function num(value: number | null, digits = 4): string {
+  return value === null ? 'n/a' : value.toFixed(digits);
+}
+
+function formatMonitorLatest(r: MonitorResult): string[] {
+  const lines = [
+    `${r.model}: ${r.verdict.toUpperCase().replace('_', ' ')}${r.decayKinds.length ? ` (${r.decayKinds.join(', ')})` : ''} — version ${r.version}`,
+    `  window       ${r.windowStart} → ${r.windowEnd} (computed ${r.computedAt})`,
+    `  sample size  ${r.sampleSize}`,
+  ];
+  if (!r.breaches.length) lines.push('  breaches     none');
+  r.breaches.forEach((b, i) => lines.push(`  ${i === 0 ? 'breaches' : ''.padEnd(8)}     [${b.kind}] ${b.message}`));
+  const p = r.performance;
+  if (p) {
+    const drop = p.drop === null ? '' : `, ${p.drop >= 0 ? 'worse' : 'better'} by ${num(Math.abs(p.drop))}`;
+    const judged = p.value === null ? 'not judged (too few labels)' : p.breached ? 'BREACHED' : 'ok';
+    lines.push(`  performance  ${p.metric} ${num(p.value)} vs baseline ${num(p.baseline)}${drop} — ${p.labels} labels since ${p.from}; ${judged}`);
+  } else {
+    lines.push('  performance  not measured');
+  }
+  for (const n of r.notes) lines.push(`  note         ${n}`);
+  return lines;
+}
+
+function formatMonitorHistory(results: readonly MonitorResult[]): string[] {
+  const rows = results.map((r) => [r.windowEnd, `v${r.version}`, r.verdict, String(r.sampleSize), String(r.breaches.length), r.breaches[0]?.message ?? '-']);
+  const header = ['window end', 'version', 'verdict', 'sample', 'breaches', 'top breach'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => `  ${cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}`.trimEnd();
+  return [`history (newest first, ${results.length})`, line(header), ...rows.map(line)];
 }
 
 async function versionLineage(config: Config, ref: string) {
@@ -394,6 +460,86 @@ export function buildProgram(): Command {
         expectedVersion: opts.expect === 'none' ? null : Number(opts.expect),
       });
       out(`${model}@${alias} → ${moved.version} (was ${moved.previousVersion ?? 'none'})`);
+    });
+
+  program
+    .command('monitor <model>')
+    .description('the latest monitor verdict of a deployed model (drift, quality, performance) and the history of verdicts')
+    .option('--limit <n>', 'history rows (default 20)', (v) => Number(v), 20)
+    .option('--version <version>', 'only results for this model version', (v) => Number(v))
+    .option('--json', 'machine-readable output')
+    .action(async (model: string, opts: { limit: number; version?: number; json?: boolean }) => {
+      const { model: name, version: atVersion } = parseModelRef(model);
+      const version = opts.version ?? atVersion;
+      if (!Number.isInteger(opts.limit) || opts.limit < 1) throw new Error('--limit must be a positive integer');
+      if (version !== undefined && (!Number.isInteger(version) || version < 1)) throw new Error('--version must be a positive integer');
+      const store = new MinioArtifactStore(config.s3);
+      const results = await listMonitorResults(store, name, { limit: opts.limit, ...(version !== undefined ? { version } : {}) });
+      if (opts.json) return json({ model: name, version: version ?? null, latest: results[0] ?? null, history: results });
+      if (!results.length) {
+        out(`${name}: no monitor results${version !== undefined ? ` for version ${version}` : ''} yet — the monitor has not run.`);
+        out(`  Monitoring is enabled by a \`monitoring\` section in the pipeline spec (e.g. monitoring: { interval: '1h' });`);
+        out(`  deploying the model then creates the schedule monitor-${name} (see: npx conveyor schedule list --model ${name}).`);
+        return;
+      }
+      out(formatMonitorLatest(results[0]!).join('\n'));
+      out('');
+      out(formatMonitorHistory(results).join('\n'));
+    });
+
+  const schedule = program.command('schedule').description('Temporal Schedules: monitor-<model> and retrain-<model> (list, pause, unpause, trigger, delete, backfill)');
+  schedule
+    .command('list', { isDefault: true })
+    .description('schedules with their spec, state, next and recent actions')
+    .option('--model <model>', 'only this model\'s schedules')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { model?: string; json?: boolean }) => {
+      const list = await withTemporal(config, (client) => listSchedules(client, opts.model !== undefined ? { model: opts.model } : {}));
+      if (opts.json) return json(list);
+      if (!list.length) return out(opts.model ? `no schedules for ${opts.model}` : 'no schedules');
+      out(formatSchedules(list));
+    });
+  for (const action of ['pause', 'unpause'] as const) {
+    schedule
+      .command(`${action} <id>`)
+      .description(action === 'pause' ? 'stop taking scheduled actions (trigger and backfill still work)' : 'resume taking scheduled actions')
+      .option('--note <text>', 'why (shown by schedule list)')
+      .option('--json', 'machine-readable output')
+      .action(async (id: string, opts: { note?: string; json?: boolean }) => {
+        const info = await withTemporal(config, async (client) => {
+          await (action === 'pause' ? pauseSchedule : unpauseSchedule)(client, id, opts.note ?? `${action}d with conveyor schedule ${action}`);
+          return getSchedule(client, id);
+        });
+        if (opts.json) return json(info);
+        out(`${id}: ${info.paused ? 'paused' : 'active'}${info.note ? ` (${info.note})` : ''}`);
+      });
+  }
+  schedule
+    .command('trigger <id>')
+    .description('take the action now, unless a run of this schedule is still running (overlap policy SKIP)')
+    .action(async (id: string) => {
+      await withTemporal(config, (client) => triggerSchedule(client, id));
+      out(`${id}: triggered (skipped if a run of it is still running; see npx conveyor schedule list)`);
+    });
+  schedule
+    .command('delete <id>')
+    .description('delete the schedule (workflows it started keep running)')
+    .action(async (id: string) => {
+      await withTemporal(config, (client) => deleteSchedule(client, id));
+      out(`${id}: deleted`);
+    });
+  schedule
+    .command('backfill <id>')
+    .description('take the actions the spec would have taken between --from and --to (both included), one after another')
+    .requiredOption('--from <time>', 'start, ISO 8601 (e.g. 2026-01-01T00:00:00Z)')
+    .requiredOption('--to <time>', 'end, ISO 8601')
+    .action(async (id: string, opts: { from: string; to: string }) => {
+      const from = new Date(opts.from);
+      const to = new Date(opts.to);
+      if (Number.isNaN(from.getTime())) throw new Error(`--from "${opts.from}" is not an ISO 8601 time`);
+      if (Number.isNaN(to.getTime())) throw new Error(`--to "${opts.to}" is not an ISO 8601 time`);
+      await withTemporal(config, (client) => backfillSchedule(client, id, from, to));
+      out(`${id}: backfilling ${from.toISOString()} → ${to.toISOString()} (runs one at a time; see npx conveyor schedule list)`);
     });
 
   const rollout = program.command('rollout').description('follow and control a model\'s canary, shadow or A/B rollout (through the governance API)');

@@ -22,6 +22,10 @@ export const WebhookEventKind = {
   Deployed: 'deployed',
   /** A rollout ended with production unchanged: refused by validation, rolled back on a breach, or aborted. */
   RolledBack: 'rolled_back',
+  /** A monitor found drift, a data-quality problem or a performance drop. */
+  MonitorBreach: 'monitor_breach',
+  /** Decay or a schedule started a retraining of the model. */
+  RetrainingStarted: 'retraining_started',
 } as const;
 export type WebhookEventKind = (typeof WebhookEventKind)[keyof typeof WebhookEventKind];
 const KINDS = new Set<string>(Object.values(WebhookEventKind));

@@ -14,6 +14,8 @@ export interface SplitRef {
   holdoutKey: string;
   trainRows: number;
   holdoutRows: number;
+  /** Reference profile of the training split for drift monitoring (src/monitoring/reference.ts). */
+  referenceKey?: string;
 }
 
 export interface ModelArtifactRef {
@@ -58,9 +60,21 @@ export interface ModelVersionRecord {
     metrics: Record<string, number | null>;
     gates: GateResult[];
     production: { version: number; metrics: Record<string, number | null> } | null;
+    /** Reference profile of the holdout predictions (prediction-drift monitoring). */
+    predictionReferenceKey?: string;
   };
-  run: { workflowId: string; runId: string; submittedBy: string };
+  run: { workflowId: string; runId: string; submittedBy: string; trigger?: RunTrigger };
   description?: string;
+}
+
+/** Why a pipeline run started: by hand, on a timetable, or because a monitor reported decay. */
+export interface RunTrigger {
+  kind: 'manual' | 'schedule' | 'decay';
+  /** The schedule that started it. */
+  scheduleId?: string;
+  /** The monitor result that reported decay (an object key), and what it found. */
+  monitorResultKey?: string;
+  reason?: string;
 }
 
 /** One move of an alias. The newest entry of an alias's log is where it points; the log is the deployment history. */

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { DURATION_PATTERN } from '../shared/duration.js';
 import { NAME_PATTERN } from '../shared/names.js';
 import { METRICS_BY_TASK } from '../eval/metrics.js';
+import { driftThresholdsSchema } from '../monitoring/thresholds.js';
 
 const duration = z.string().regex(DURATION_PATTERN, 'must be a duration such as 30s, 15m, 2h or 3d');
 const name = z
@@ -135,7 +136,7 @@ const webhookSchema = z
     url: z.string().url('must be an absolute http(s) URL'),
     /** Which events to send (default: all). */
     events: z
-      .array(z.enum(['approval_requested', 'approval_reminder', 'approval_escalated', 'approved', 'rejected', 'expired', 'deployed', 'rolled_back']))
+      .array(z.enum(['approval_requested', 'approval_reminder', 'approval_escalated', 'approved', 'rejected', 'expired', 'deployed', 'rolled_back', 'monitor_breach', 'retraining_started']))
       .optional(),
   })
   .strict();
@@ -241,6 +242,54 @@ export const deploymentSchema = z
 
 const DEPLOYMENT_DEFAULTS = deploymentSchema.parse({});
 
+/** What a monitor judges a deployed model on, and what it does about decay. */
+const monitoringSchema = z
+  .object({
+    /** How often the monitor runs (a Temporal Schedule), and the window of served predictions each run reads. */
+    interval: duration.default('1h'),
+    /** Drift and data-quality thresholds: defaults, per feature, for the prediction; `minSamples` below which no verdict is given. */
+    drift: driftThresholdsSchema.default({ minSamples: 200, defaults: {}, features: {}, prediction: {} }),
+    /** Performance against the evaluation baseline once labels arrive through the feedback endpoint. */
+    performance: z
+      .object({
+        /** Default: roc_auc for classification, rmse for regression. */
+        metric: z.enum(['accuracy', 'roc_auc', 'rmse']).optional(),
+        /** Breach when the metric is worse than evaluation's by more than this (absolute). */
+        maxDrop: z.number().min(0).default(0.05),
+        /** Labelled predictions needed before performance is judged (AUC on 50 labels varies by ±0.1 by chance alone). */
+        minLabels: z.number().int().min(1).default(200),
+        /** How long after a prediction its label may arrive and still be joined. */
+        labelDelay: duration.default('7d'),
+      })
+      .strict()
+      .default({ maxDrop: 0.05, minLabels: 200, labelDelay: '7d' }),
+    /** Decay starts a retraining of the model: the same pipeline, gates, approval and rollout. */
+    retrain: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Which verdicts count as decay. */
+        on: z.array(z.enum(['drift', 'quality', 'performance'])).min(1).default(['drift', 'performance']),
+        /** No new retraining within this long of the last one started. */
+        cooldown: duration.default('6h'),
+        /** At most this many retrainings per model in any 24 hours. */
+        maxPerDay: z.number().int().min(1).max(100).default(3),
+      })
+      .strict()
+      .default({ enabled: true, on: ['drift', 'performance'], cooldown: '6h', maxPerDay: 3 }),
+  })
+  .strict();
+
+/** Plain retraining on a timetable: a Temporal Schedule. */
+const scheduleSchema = z
+  .object({
+    /** Cron expression(s), e.g. "0 3 * * 1" (Mondays 03:00 UTC). */
+    cron: z.array(z.string().min(9).max(100)).min(1).max(10).optional(),
+    /** Or a fixed interval, e.g. "24h". */
+    every: duration.optional(),
+  })
+  .strict()
+  .refine((s) => (s.cron === undefined) !== (s.every === undefined), { message: 'give exactly one of "cron" or "every"', path: ['cron'] });
+
 export const pipelineSpecSchema = z
   .object({
     name,
@@ -266,6 +315,10 @@ export const pipelineSpecSchema = z
     evaluation: evaluationSchema.default({ gates: [], slices: [] }),
     approval: approvalSchema.default({ mode: 'auto' }),
     deployment: deploymentSchema.default(DEPLOYMENT_DEFAULTS),
+    /** Scheduled monitoring of the deployed model, and decay-triggered retraining. */
+    monitoring: monitoringSchema.optional(),
+    /** Retrain on a timetable as well (same pipeline, gates, approval and rollout). */
+    schedule: scheduleSchema.optional(),
     /** Signed webhooks (secret and host allowlist come from the worker's environment). */
     notifications: z.object({ webhooks: z.array(webhookSchema).max(10).default([]) }).strict().default({ webhooks: [] }),
   })
@@ -315,6 +368,8 @@ export type { MetricName } from '../eval/metrics.js';
 export type ManualApproval = z.output<typeof manualApprovalSchema>;
 export type WebhookSpec = z.output<typeof webhookSchema>;
 export type DeploymentSpec = z.output<typeof deploymentSchema>;
+export type MonitoringSpec = z.output<typeof monitoringSchema>;
+export type ScheduleSpec = z.output<typeof scheduleSchema>;
 export type CanarySettings = NonNullable<DeploymentSpec['canary']>;
 
 /** Formats zod issues as "field.path: message" lines. */

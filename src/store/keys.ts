@@ -86,4 +86,10 @@ export const keys = {
     return `feedback/${checkName('model', model)}/${day}/${stamp}.jsonl`;
   },
   feedbackPrefix: (model: string) => `feedback/${checkName('model', model)}/`,
+  /** One monitor result per model version and window end: monitoring/<model>/<version>/<window end stamp>.json (a time series). */
+  monitorResult: (model: string, version: number, windowEnd: Date) => {
+    const { stamp } = utcParts(windowEnd, 'w');
+    return `monitoring/${checkName('model', model)}/${versionSegment(version)}/${stamp}.json`;
+  },
+  monitorPrefix: (model: string) => `monitoring/${checkName('model', model)}/`,
 };

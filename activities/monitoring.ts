@@ -1,0 +1,115 @@
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ErrorType } from '../src/shared/errors.js';
+import type { CodeVersion, RunTrigger } from '../src/shared/registry-types.js';
+import type { MonitoringSpec, PipelineSpec } from '../src/spec/schema.js';
+import { runMonitorWindow } from '../src/monitoring/monitor.js';
+import type { MonitorResult } from '../src/monitoring/results.js';
+import { monitorScheduleId, retrainScheduleId, upsertSchedule } from '../src/temporal/schedules.js';
+import type { ActivityDeps } from './deps.js';
+import { activityLogger, withHeartbeat, withScratchDir } from './context.js';
+import { classified } from './errors.js';
+import { MONITOR_WORKFLOW, RETRAINING_CONTROLLER, RETRAIN_SIGNAL, SCHEDULED_RETRAIN_WORKFLOW, retrainingControllerId } from '../src/shared/monitoring.js';
+
+/** What a retraining runs: the pipeline spec and code of the deployed version's run. */
+export interface RetrainTarget {
+  spec: PipelineSpec;
+  code: CodeVersion;
+  trainingTaskQueue: string;
+}
+
+export interface RetrainRequest {
+  model: string;
+  target: RetrainTarget;
+  trigger: RunTrigger;
+  /** Cooldown and daily limit apply to decay reports; a timetable only waits for a running retraining. */
+  limits: { cooldown: string; maxPerDay: number } | null;
+  requestedAt: string;
+}
+
+export interface MonitorInput {
+  model: string;
+  monitoring: MonitoringSpec;
+  target: RetrainTarget;
+}
+
+export function monitoringActivities(deps: ActivityDeps) {
+  return {
+    /** One monitor window; idempotent (its result is keyed by the window's end), so a retry after a store outage loses nothing. */
+    async runMonitor(input: { model: string; windowStart: string; windowEnd: string; monitoring: MonitoringSpec }): Promise<MonitorResult> {
+      const log = activityLogger(deps.logger);
+      return classified(() =>
+        withHeartbeat(() =>
+          withScratchDir(deps.workDir, async (dir) => {
+            const result = await runMonitorWindow(deps.store, deps.registry, {
+              model: input.model,
+              windowStart: new Date(input.windowStart),
+              windowEnd: new Date(input.windowEnd),
+              monitoring: input.monitoring,
+              workDir: dir,
+            }).catch((err: unknown) => {
+              // Retried for as long as a store outage lasts, but a model with nothing deployed will not change by retrying.
+              if (err instanceof Error && /has no production version/.test(err.message)) {
+                throw ApplicationFailure.create({ type: ErrorType.InvalidName, nonRetryable: true, message: err.message });
+              }
+              throw err;
+            });
+            const level = result.verdict === 'decay' ? 'warn' : 'info';
+            log[level]({ model: input.model, version: result.version, verdict: result.verdict, sampleSize: result.sampleSize, breaches: result.breaches.map((b) => b.message), resultKey: result.resultKey }, 'monitor window judged');
+            return result;
+          }),
+        ),
+      );
+    },
+
+    /**
+     * Hands a retraining request to the model's retraining controller (started if needed):
+     * one workflow per model decides, so a burst of reports starts at most one retraining.
+     */
+    async requestRetraining(request: RetrainRequest): Promise<void> {
+      const log = activityLogger(deps.logger);
+      const client = Context.current().client;
+      await client.workflow.signalWithStart(RETRAINING_CONTROLLER, {
+        workflowId: retrainingControllerId(request.model),
+        taskQueue: Context.current().info.taskQueue,
+        args: [{ model: request.model }],
+        signal: RETRAIN_SIGNAL,
+        signalArgs: [request],
+      });
+      log.info({ model: request.model, trigger: request.trigger }, 'retraining requested');
+    },
+
+    /** Creates or updates the model's monitor schedule (and its timetable retraining), after a deployment. */
+    async ensureSchedules(input: { model: string; target: RetrainTarget }): Promise<string[]> {
+      const client = Context.current().client;
+      const taskQueue = Context.current().info.taskQueue;
+      const { spec } = input.target;
+      const ids: string[] = [];
+      if (spec.monitoring) {
+        const args: [MonitorInput] = [{ model: input.model, monitoring: spec.monitoring, target: input.target }];
+        await upsertSchedule(client, {
+          scheduleId: monitorScheduleId(input.model),
+          workflowType: MONITOR_WORKFLOW,
+          args,
+          taskQueue,
+          workflowId: `monitor-run-${input.model}`,
+          spec: { every: spec.monitoring.interval },
+          note: `monitors ${input.model} every ${spec.monitoring.interval} (from its pipeline spec)`,
+        });
+        ids.push(monitorScheduleId(input.model));
+      }
+      if (spec.schedule) {
+        await upsertSchedule(client, {
+          scheduleId: retrainScheduleId(input.model),
+          workflowType: SCHEDULED_RETRAIN_WORKFLOW,
+          args: [{ model: input.model, target: input.target, scheduleId: retrainScheduleId(input.model) }],
+          taskQueue,
+          workflowId: `retrain-run-${input.model}`,
+          spec: spec.schedule.cron ? { cron: spec.schedule.cron } : { every: spec.schedule.every! },
+          note: `retrains ${input.model} ${spec.schedule.cron ? `on ${spec.schedule.cron.join(', ')}` : `every ${spec.schedule.every}`} (from its pipeline spec)`,
+        });
+        ids.push(retrainScheduleId(input.model));
+      }
+      return ids;
+    },
+  };
+}

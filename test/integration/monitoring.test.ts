@@ -1,0 +1,152 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '@temporalio/client';
+import { startPipeline, waitForRun } from '../../src/runs.js';
+import { RunOutcome } from '../../src/shared/errors.js';
+import { startServing, type RunningService } from '../../src/serving/service.js';
+import { listMonitorResults } from '../../src/monitoring/results.js';
+import { describeSchedule, listSchedules, monitorScheduleId, pauseSchedule, unpauseSchedule } from '../../src/temporal/schedules.js';
+import { retrainingControllerId, RETRAINING_SUBMITTER } from '../../src/shared/monitoring.js';
+import { RETRAIN_SIGNAL, RETRAINING_CONTROLLER } from '../../src/shared/monitoring.js';
+import type { MonitorInput, RetrainRequest } from '../../activities/monitoring.js';
+import { monitorModel } from '../../workflows/monitor.js';
+import { retrainingStateQuery, type RetrainingState } from '../../workflows/retraining.js';
+import { generateCreditRisk } from '../../examples/credit-risk/generate.js';
+import { FIXTURE_FEATURES } from '../helpers/fixture-model.js';
+import { examplePipeline } from '../helpers/pipelines.js';
+import { startTestEnv, testLogger, type TestEnv } from '../helpers/stack.js';
+import type { LoadedPipeline } from '../../src/spec/load.js';
+
+const TOKEN = 'monitoring-test-serving-token-01';
+const MODEL = 'credit-risk';
+
+type Row = Record<string, string | number | null>;
+const features = (rows: Row[]): Row[] => rows.map((r) => Object.fromEntries(FIXTURE_FEATURES.map((f) => [f, r[f] ?? null])));
+
+describe('monitoring and decay-triggered retraining (real Temporal, MinIO, trainer, serving)', () => {
+  let env: TestEnv;
+  let serving: RunningService;
+  let pipeline: LoadedPipeline;
+
+  beforeAll(async () => {
+    env = await startTestEnv('monitoring');
+    serving = await startServing({ ...env.config, serving: { ...env.config.serving, port: 0, pollIntervalMs: 100 } }, testLogger, { port: 0, tokens: [TOKEN], predictionLog: { flushIntervalMs: 200 } });
+    pipeline = await examplePipeline((s) => ({
+      ...s,
+      monitoring: { interval: '1h', drift: { minSamples: 150 }, retrain: { cooldown: '1h', maxPerDay: 3 } },
+    }));
+    const first = await waitForRun(await startPipeline(env.client, env.config, pipeline, { submittedBy: 'alice' }));
+    expect(first.message).toBeUndefined();
+    expect(first.outcome).toBe(RunOutcome.Deployed);
+    await serving.host.refresh();
+  });
+
+  afterAll(async () => {
+    await serving?.close();
+    await env?.close();
+  });
+
+  async function serve(rows: Row[]): Promise<string[]> {
+    const ids: string[] = [];
+    for (let i = 0; i < rows.length; i += 50) {
+      const res = await fetch(`${serving.url}/v1/models/${MODEL}:predict`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+        body: JSON.stringify({ instances: rows.slice(i, i + 50) }),
+      });
+      expect(res.status).toBe(200);
+      ids.push(((await res.json()) as { requestId: string }).requestId);
+    }
+    await serving.predictionLog!.flush();
+    return ids;
+  }
+
+  const monitorInput = (): MonitorInput => ({ model: MODEL, monitoring: pipeline.spec.monitoring!, target: { spec: pipeline.spec, code: pipeline.code, trainingTaskQueue: env.config.taskQueues.training } });
+  const runMonitor = (id: string) => env.client.workflow.execute(monitorModel, { taskQueue: env.config.taskQueues.pipeline, workflowId: `${id}-${Date.now()}`, args: [monitorInput()] });
+  const controllerState = (client: Client, model = MODEL): Promise<RetrainingState> => client.workflow.getHandle(retrainingControllerId(model)).query(retrainingStateQuery);
+  /** Polls the controller until it has made `n` decisions (bounded by attempts). */
+  async function decisions(model: string, n: number): Promise<RetrainingState> {
+    let state: RetrainingState | undefined;
+    for (let i = 0; i < 300; i++) {
+      state = await controllerState(env.client, model).catch(() => undefined);
+      if (state && state.decisions.length >= n) return state;
+      await sleep(100);
+    }
+    throw new Error(`controller of ${model} made ${state?.decisions.length ?? 0} of ${n} decisions`);
+  }
+  const decayRequest = (model: string, reason: string): RetrainRequest => ({
+    model,
+    target: { ...monitorInput().target, spec: { ...pipeline.spec, name: model } },
+    trigger: { kind: 'decay', reason },
+    limits: { cooldown: '1h', maxPerDay: 3 },
+    requestedAt: new Date().toISOString(),
+  });
+  const report = (request: RetrainRequest) =>
+    env.client.workflow.signalWithStart(RETRAINING_CONTROLLER, { workflowId: retrainingControllerId(request.model), taskQueue: env.config.taskQueues.pipeline, args: [{ model: request.model }], signal: RETRAIN_SIGNAL, signalArgs: [request] });
+
+  it('deploying with monitoring set the monitor schedule from the spec; it can be paused and resumed', async () => {
+    const schedules = await listSchedules(env.client, { model: MODEL });
+    expect(schedules.map((s) => [s.id, s.kind, s.spec, s.workflowType])).toEqual([[monitorScheduleId(MODEL), 'monitor', 'every 1h', 'monitorModel']]);
+    await pauseSchedule(env.client, monitorScheduleId(MODEL), 'test pause');
+    expect((await describeSchedule(env.client, monitorScheduleId(MODEL))).state.paused).toBe(true);
+    await unpauseSchedule(env.client, monitorScheduleId(MODEL), 'test resume');
+    expect((await describeSchedule(env.client, monitorScheduleId(MODEL))).state.paused).toBe(false);
+  });
+
+  it('too few samples: no verdict and no retraining', async () => {
+    await serve(features(generateCreditRisk({ rows: 40, seed: 501 })));
+    const summary = await runMonitor('monitor-few');
+    expect(summary).toMatchObject({ verdict: 'insufficient_data', retrainingRequested: false, version: 1 });
+  });
+
+  it('no drift: verdict ok, labels sent later are joined, no retraining', async () => {
+    const rows = generateCreditRisk({ rows: 400, seed: 502 });
+    const ids = await serve(features(rows));
+    // Ground truth for every row arrives after the predictions (8 requests of 50 rows).
+    const labels = ids.flatMap((requestId, r) => rows.slice(r * 50, r * 50 + 50).map((row, rowIndex) => ({ requestId, rowIndex, label: row['default'] })));
+    const res = await fetch(`${serving.url}/v1/models/${MODEL}:feedback`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: JSON.stringify({ labels }) });
+    expect(res.status).toBe(202);
+    const summary = await runMonitor('monitor-ok');
+    expect(summary).toMatchObject({ verdict: 'ok', retrainingRequested: false, breaches: [] });
+    const [latest] = await listMonitorResults(env.store, MODEL, { limit: 1 });
+    expect(latest!.performance).toMatchObject({ metric: 'roc_auc', labels: 400, breached: false });
+    expect(latest!.performance!.value).toBeGreaterThan(0.6);
+    await expect(controllerState(env.client)).rejects.toThrow();
+  });
+
+  it('drift in one feature: named in the verdict, and exactly one retraining starts, recorded in lineage', async () => {
+    await serve(features(generateCreditRisk({ rows: 600, seed: 503, drift: 'income' })));
+    const summary = await runMonitor('monitor-drift');
+    expect(summary.verdict).toBe('decay');
+    expect(summary.retrainingRequested).toBe(true);
+    expect(summary.breaches.some((b) => b.includes('income'))).toBe(true);
+    const [latest] = await listMonitorResults(env.store, MODEL, { limit: 1 });
+    const named = new Set(latest!.breaches.filter((b) => b.kind === 'drift' && b.feature !== 'prediction').map((b) => b.feature));
+    expect(named.has('income')).toBe(true);
+    expect(named.has('age')).toBe(false);
+
+    const state = await decisions(MODEL, 1);
+    expect(state.decisions.map((d) => d.decision)).toEqual(['started']);
+    const retraining = env.client.workflow.getHandle(state.decisions[0]!.workflowId!);
+    await retraining.result();
+    const v2 = await env.registry.getVersion(MODEL, 2);
+    expect(v2.run).toMatchObject({ submittedBy: RETRAINING_SUBMITTER, trigger: { kind: 'decay', monitorResultKey: latest!.resultKey } });
+    expect(await env.registry.getAlias(MODEL, 'production')).toMatchObject({ version: 2 });
+  });
+
+  it('a burst of 50 decay reports starts exactly one retraining; a report within the cooldown starts none', async () => {
+    const model = 'credit-burst';
+    await Promise.all(Array.from({ length: 50 }, (_, i) => report(decayRequest(model, `report ${i}`))));
+    const state = await decisions(model, 50);
+    expect(state.decisions.filter((d) => d.decision === 'started')).toHaveLength(1);
+    expect(state.decisions.filter((d) => d.decision === 'skipped' && /already running/.test(d.reason))).toHaveLength(49);
+    await env.client.workflow.getHandle(state.decisions.find((d) => d.decision === 'started')!.workflowId!).result();
+    expect(await env.registry.listVersions(model)).toEqual([1]);
+
+    // credit-risk retrained (after the drift report) less than an hour ago: its cooldown holds.
+    await report(decayRequest(MODEL, 'again'));
+    const after = await decisions(MODEL, 2);
+    expect(after.decisions[1]).toMatchObject({ decision: 'skipped', reason: expect.stringMatching(/^cooldown of 1h since the retraining started at /) });
+    expect(await env.registry.listVersions(MODEL)).toEqual([1, 2]);
+  });
+});
