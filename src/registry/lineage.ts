@@ -61,6 +61,8 @@ export interface Lineage {
     workflowId: string;
     runId: string;
     submittedBy: string;
+    /** Why the run started, when not by hand: a schedule or a monitor's decay report. */
+    trigger: ModelVersionRecord['run']['trigger'] | null;
     specHash: string;
     gitCommit: string | null;
     gitDirty: boolean;
@@ -171,6 +173,7 @@ export async function buildLineage(registry: Registry, store: ArtifactStore, mod
       workflowId: record.run.workflowId,
       runId: record.run.runId,
       submittedBy: record.run.submittedBy,
+      trigger: record.run.trigger ?? null,
       specHash: record.code.specHash,
       gitCommit: record.code.gitCommit,
       gitDirty: record.code.gitDirty,
@@ -289,6 +292,11 @@ export function formatLineage(l: Lineage): string {
   const git = r.gitCommit ? `git ${r.gitCommit.slice(0, 12)}${r.gitDirty ? ' (dirty)' : ''}` : r.gitDirty ? 'git (dirty)' : 'git n/a';
   out.push('run');
   out.push(`  ${r.workflowId} / ${r.runId}  by ${r.submittedBy}`);
+  if (r.trigger) {
+    const t = r.trigger;
+    const detail = t.kind === 'decay' ? `monitor result ${t.monitorResultKey ?? 'n/a'}${t.reason ? ` (${t.reason})` : ''}` : t.kind === 'schedule' ? `schedule ${t.scheduleId ?? 'n/a'}` : t.reason ?? '';
+    out.push(`  started by ${t.kind}: ${detail}`);
+  }
   out.push(`  spec ${shortHash(r.specHash)}  ${git}${r.pipelineFile ? `  pipeline ${r.pipelineFile}` : ''}`);
 
   const t = l.trainer;

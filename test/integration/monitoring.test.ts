@@ -16,6 +16,7 @@ import { FIXTURE_FEATURES } from '../helpers/fixture-model.js';
 import { examplePipeline } from '../helpers/pipelines.js';
 import { startTestEnv, testLogger, type TestEnv } from '../helpers/stack.js';
 import type { LoadedPipeline } from '../../src/spec/load.js';
+import { buildLineage, formatLineage } from '../../src/registry/lineage.js';
 
 const TOKEN = 'monitoring-test-serving-token-01';
 const MODEL = 'credit-risk';
@@ -132,6 +133,8 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
     const v2 = await env.registry.getVersion(MODEL, 2);
     expect(v2.run).toMatchObject({ submittedBy: RETRAINING_SUBMITTER, trigger: { kind: 'decay', monitorResultKey: latest!.resultKey } });
     expect(await env.registry.getAlias(MODEL, 'production')).toMatchObject({ version: 2 });
+    const lineage = formatLineage(await buildLineage(env.registry, env.store, MODEL, 2));
+    expect(lineage).toContain(`started by decay: monitor result ${latest!.resultKey}`);
   });
 
   it('a burst of 50 decay reports starts exactly one retraining; a report within the cooldown starts none', async () => {

@@ -264,6 +264,7 @@ describe('buildLineage', () => {
       workflowId: 'credit-risk-train-2',
       runId: 'run-2',
       submittedBy: 'alice',
+      trigger: null,
       specHash: sha('spec-2'),
       gitCommit: 'abcdef20123456789',
       gitDirty: false,
