@@ -4,7 +4,7 @@
  * test/fixtures/histories/. Re-record only when a workflow change is meant to be
  * incompatible — and then guard the old path with patched().
  *
- *   node --import tsx scripts/record-histories.ts
+ *   node --import tsx scripts/record-histories.ts [--tag v4] [--only monitoring]
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,11 +22,17 @@ import { parsePipelineSpec } from '../src/spec/define.js';
 import type { PipelineSpecInput } from '../src/spec/schema.js';
 import { createWorkers } from '../src/worker.js';
 import { statusQuery } from '../workflows/messages.js';
+import { monitorModel } from '../workflows/monitor.js';
+import { retrainingStateQuery } from '../workflows/retraining.js';
+import { RETRAIN_SIGNAL, RETRAINING_CONTROLLER, retrainingControllerId } from '../src/shared/monitoring.js';
 
 const OUT = 'test/fixtures/histories';
 /** Histories are kept per release of the workflow code: `--tag v2` writes auto-deployed.v2.json, … */
 const tagIndex = process.argv.indexOf('--tag');
 const TAG = tagIndex > 0 ? `.${process.argv[tagIndex + 1]}` : '';
+/** `--only monitoring` records just the monitoring and retraining histories (v5 onwards). */
+const onlyIndex = process.argv.indexOf('--only');
+const ONLY = onlyIndex > 0 ? process.argv[onlyIndex + 1] : undefined;
 
 const dir = mkdtempSync(join(tmpdir(), 'conveyor-record-'));
 // A local receiver, so the webhook paths (child delivery workflows) are recorded too.
@@ -79,12 +85,48 @@ try {
   };
   const manual = { approval: { mode: 'manual' as const, reviewers: ['bob'], timeout: '1h' } };
 
-  await record('auto-deployed', base);
-  await record('manual-approved', variant(manual), approveWhenAsked('approve'));
-  await record('manual-rejected', variant(manual), approveWhenAsked('reject'));
-  await record('gate-failed', variant({ evaluation: { ...base.spec.evaluation, gates: [{ metric: 'roc_auc', min: 0.999 }] } }));
-  await record('data-invalid', variant({ dataset: { source: join(process.cwd(), 'test/fixtures/data/empty.csv') } }));
-  if (TAG) {
+  const show = (workflowId: string): Buffer =>
+    execFileSync(locateBinary('temporal'), ['workflow', 'show', '--address', config.temporal.address, '--workflow-id', workflowId, '--output', 'json']);
+  const save = (name: string, json: Buffer): void => {
+    writeFileSync(join(OUT, `${name}${TAG}.json`), json);
+    console.log(`${name}: ${(JSON.parse(json.toString()) as { events: unknown[] }).events.length} events`);
+  };
+
+  if (ONLY === 'monitoring') {
+    // v5: a deployment that sets the monitor and timetable schedules, one monitor run (an empty
+    // window: no verdict), and the retraining controller starting one retraining.
+    const monitored = variant({ monitoring: { interval: '1h', drift: { minSamples: 50 } }, schedule: { every: '24h' } });
+    await record('monitored-deployed', monitored);
+    const target = { spec: monitored.spec, code: monitored.code, trainingTaskQueue: config.taskQueues.training };
+    await client.workflow.execute(monitorModel, { taskQueue: config.taskQueues.pipeline, workflowId: 'record-monitor', args: [{ model: monitored.spec.name, monitoring: monitored.spec.monitoring!, target }] });
+    save('monitor-insufficient', show('record-monitor'));
+    await client.workflow.signalWithStart(RETRAINING_CONTROLLER, {
+      workflowId: retrainingControllerId(monitored.spec.name),
+      taskQueue: config.taskQueues.pipeline,
+      args: [{ model: monitored.spec.name }],
+      signal: RETRAIN_SIGNAL,
+      signalArgs: [{ model: monitored.spec.name, target, trigger: { kind: 'schedule', scheduleId: 'retrain-credit-risk' }, limits: null, requestedAt: new Date().toISOString() }],
+    });
+    const controller = client.workflow.getHandle(retrainingControllerId(monitored.spec.name));
+    for (;;) {
+      const state = await controller.query(retrainingStateQuery);
+      const started = state.decisions.find((d) => d.decision === 'started');
+      if (started?.workflowId && state.running === null) {
+        save('retrain-deployed', show(started.workflowId));
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    save('retraining-controller', show(controller.workflowId));
+    await controller.terminate('recorded');
+  }
+
+  if (!ONLY) await record('auto-deployed', base);
+  if (!ONLY) await record('manual-approved', variant(manual), approveWhenAsked('approve'));
+  if (!ONLY) await record('manual-rejected', variant(manual), approveWhenAsked('reject'));
+  if (!ONLY) await record('gate-failed', variant({ evaluation: { ...base.spec.evaluation, gates: [{ metric: 'roc_auc', min: 0.999 }] } }));
+  if (!ONLY) await record('data-invalid', variant({ dataset: { source: join(process.cwd(), 'test/fixtures/data/empty.csv') } }));
+  if (TAG && !ONLY) {
     // Quorum of two with an escalation that fires before the second approval.
     const quorum = variant({ approval: { mode: 'manual', reviewers: ['bob', 'carol'], quorum: 2, timeout: '1h', remindBefore: ['3599s'], escalation: { after: '2s', reviewers: ['lena'] } } });
     await record('quorum-escalated', quorum, async (handle) => {
@@ -104,7 +146,7 @@ try {
     await record('expired-reminded', variant({ approval: { mode: 'manual', reviewers: ['bob'], timeout: '3s', remindBefore: ['2s'] }, ...hooks }));
   }
 
-  if (TAG && !['.v2', '.v3'].includes(TAG)) {
+  if (TAG && !ONLY && !['.v2', '.v3'].includes(TAG)) {
     // v4: deployment through a rollout child workflow. No serving runs here, so the canary
     // gets no traffic, cannot be judged within maxBake, and is rolled back: both histories.
     const canary = variant({ deployment: { strategy: 'canary', canary: { steps: [50, 100], bake: '1s', maxBake: '2s' }, analysisInterval: '1s' } });

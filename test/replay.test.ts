@@ -16,7 +16,8 @@ describe('workflow replay over saved histories', () => {
   it('has histories to replay for every pipeline path, from each release of the workflow', () => {
     const paths = ['auto-deployed', 'data-invalid', 'gate-failed', 'manual-approved', 'manual-rejected'];
     // v1: before approval policies and the stage-upsert patch; v2: with them; v3: webhooks as child workflows, deadline closes the ballot;
-    // v4: pre-deployment validation, and deployment through a rollout child workflow (the rollout's own history too).
+    // v4: pre-deployment validation, and deployment through a rollout child workflow (the rollout's own history too);
+    // v5: schedules set after deployment, a monitor run, the retraining controller and the retraining it started.
     expect(files).toEqual(
       expect.arrayContaining([
         ...paths.map((p) => `${p}.json`),
@@ -32,6 +33,10 @@ describe('workflow replay over saved histories', () => {
         'expired-reminded.v4.json',
         'canary-no-traffic.v4.json',
         'rollout-canary-no-traffic.v4.json',
+        'monitored-deployed.v5.json',
+        'monitor-insufficient.v5.json',
+        'retrain-deployed.v5.json',
+        'retraining-controller.v5.json',
       ]),
     );
   });
