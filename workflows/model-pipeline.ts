@@ -263,6 +263,25 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
         status.schedules = [];
       }
     };
+    /** The one way a run ends deployed, whichever strategy got it there. */
+    const deployed = async (previousVersion: number | null, how: string, event: Record<string, unknown>): Promise<PipelineResult> => {
+      end('deploy', `${how}${spec.deployment.alias} → ${spec.name}@${record.version} (was ${previousVersion ?? 'none'})`);
+      status.stage = 'done';
+      status.outcome = RunOutcome.Deployed;
+      notify('deployed', { model: spec.name, version: record.version, sha256: artifact.sha256, alias: spec.deployment.alias, previousVersion, workflowId: run.workflowId, ...event });
+      await scheduleFollowUps();
+      await Promise.allSettled(notifications);
+      return {
+        outcome: RunOutcome.Deployed,
+        model: spec.name,
+        version: record.version,
+        sha256: artifact.sha256,
+        dataVersion: dataset.sha256,
+        metrics: report.metrics,
+        deployedAlias: spec.deployment.alias,
+        previousVersion,
+      };
+    };
     const rolloutId = `${spec.name}-v${record.version}-${run.runId.slice(0, 8)}`;
     if (spec.deployment.strategy !== 'direct') {
       // Canary, shadow and A/B rollouts are workflows of their own (one per model at a
@@ -287,22 +306,7 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
         notify('rolled_back', { model: spec.name, version: record.version, sha256: artifact.sha256, strategy: spec.deployment.strategy, outcome: result.outcome, reason: result.reason, rolloutId });
         throw ApplicationFailure.create({ type: ErrorType.RolledBack, nonRetryable: true, message: `${spec.deployment.strategy} rollout of ${spec.name}@${record.version} ${result.outcome.replace('_', ' ')}: ${result.reason}` });
       }
-      end('deploy', `${spec.deployment.strategy} rollout: ${spec.deployment.alias} → ${spec.name}@${record.version} (was ${result.previousVersion ?? 'none'})`);
-      status.stage = 'done';
-      status.outcome = RunOutcome.Deployed;
-      notify('deployed', { model: spec.name, version: record.version, sha256: artifact.sha256, alias: spec.deployment.alias, previousVersion: result.previousVersion, workflowId: run.workflowId, strategy: spec.deployment.strategy, rolloutId });
-      await scheduleFollowUps();
-      await Promise.allSettled(notifications);
-      return {
-        outcome: RunOutcome.Deployed,
-        model: spec.name,
-        version: record.version,
-        sha256: artifact.sha256,
-        dataVersion: dataset.sha256,
-        metrics: report.metrics,
-        deployedAlias: spec.deployment.alias,
-        previousVersion: result.previousVersion,
-      };
+      return deployed(result.previousVersion, `${spec.deployment.strategy} rollout: `, { strategy: spec.deployment.strategy, rolloutId });
     }
     // Before any traffic: the exact artifact, in a fresh session, gives evaluation's answers in time.
     if (patched(PATCHES.preDeploymentValidation)) {
@@ -318,24 +322,7 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
         strategy: spec.deployment.strategy,
         run,
       });
-      if (promoted.ok) {
-        end('deploy', `${spec.deployment.alias} → ${spec.name}@${record.version} (was ${promoted.previousVersion ?? 'none'})`);
-        status.stage = 'done';
-        status.outcome = RunOutcome.Deployed;
-        notify('deployed', { model: spec.name, version: record.version, sha256: artifact.sha256, alias: spec.deployment.alias, previousVersion: promoted.previousVersion, workflowId: run.workflowId });
-        await scheduleFollowUps();
-        await Promise.allSettled(notifications);
-        return {
-          outcome: RunOutcome.Deployed,
-          model: spec.name,
-          version: record.version,
-          sha256: artifact.sha256,
-          dataVersion: dataset.sha256,
-          metrics: report.metrics,
-          deployedAlias: spec.deployment.alias,
-          previousVersion: promoted.previousVersion,
-        };
-      }
+      if (promoted.ok) return deployed(promoted.previousVersion, '', {});
       if (attempt >= MAX_PROMOTION_ATTEMPTS) {
         throw ApplicationFailure.create({
           type: ErrorType.GateFailed,

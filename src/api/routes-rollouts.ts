@@ -126,19 +126,6 @@ export const rolloutActionResponse = z.object({
   status: rolloutStatusSchema.meta({ description: 'The rollout\'s status when the workflow accepted the request (promote and abort take effect right after).' }),
 });
 
-const aliasEntry = z.looseObject({
-  model: z.string(),
-  alias: z.string(),
-  seq: z.number(),
-  version: z.number(),
-  sha256: z.string(),
-  strategy: z.string(),
-  deployedAt: z.string(),
-  previousVersion: z.number().nullable(),
-  run: z.object({ workflowId: z.string(), runId: z.string() }),
-  by: z.string().optional(),
-  reason: z.string().optional(),
-});
 
 export const rollbackResponse = z.object({
   model: z.string(),
@@ -148,7 +135,7 @@ export const rollbackResponse = z.object({
   by: z.string(),
   message: z.string(),
   status: rolloutStatusSchema.optional().meta({ description: 'aborted_rollout: the rollout\'s status when it accepted the abort.' }),
-  entry: aliasEntry.optional().meta({ description: 'alias_moved: the new production alias entry (also the deployment record).' }),
+  entry: s.aliasRecord.optional().meta({ description: 'alias_moved: the new production alias entry (also the deployment record).' }),
 });
 
 // ---------------------------------------------------------------- helpers

@@ -219,6 +219,9 @@ export const aliasRecord = z.object({
   deployedAt: z.string(),
   previousVersion: z.number().nullable(),
   run: runRef,
+  rolloutId: z.string().optional(),
+  by: z.string().optional(),
+  reason: z.string().optional(),
 });
 
 export const modelsResponse = z.object({
