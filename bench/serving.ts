@@ -3,7 +3,7 @@
  * calling the same ONNX Runtime session, and against `session.run` alone.
  *
  *   node --import tsx bench/serving.ts [--duration 10] [--warmup 2] [--rounds 2] [--concurrency 1,32] [--shadow]
- *   node --cpu-prof --import tsx bench/serving.ts --variants conveyor   # profile one variant (ratios need all three)
+ *   node --cpu-prof --import tsx bench/serving.ts --variants conveyor   # profile one variant (ratios need conveyor, bare and run-only)
  *
  * - conveyor: `buildServing` with a ModelHost over a real MinIO (registry + artifact
  *   store), bearer-token auth on, the prediction log on (writing batches to MinIO),
@@ -13,6 +13,14 @@
  *   same tensors from the same JSON body and calls an already-created
  *   InferenceSession of the same model with the same session options.
  * - run-only: `session.run` on prebuilt feeds in a loop, N loops at once, no HTTP.
+ * - conveyor-shadow (only with --shadow): the SAME serving app as conveyor, called on a
+ *   second model name (credit-risk-shadow) registered twice (v1, v2: the same fixture
+ *   bytes) with production → v1 and a registry traffic split {mode: 'shadow'} → v2. The
+ *   ModelHost loads v2 on a worker thread and every answered request is also scored
+ *   there (arm shadow, logged too). Compared with conveyor: CPU per request with and
+ *   without a shadow, against the ≤ 1.3× target. `process.cpuUsage()` counts every
+ *   thread of the process (getrusage RUSAGE_SELF), so the worker thread's CPU is in it;
+ *   the script checks that with a busy worker thread before measuring.
  *
  * The servers run in this process; the load generator (autocannon) runs in a child
  * process on loopback with keep-alive connections, so `process.cpuUsage()` here is
@@ -30,6 +38,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { freePort, minioHealthy, startMinio, waitUntil, type ServerProcess } from '../src/dev/servers.js';
@@ -37,7 +46,8 @@ import { parseModelMetadata, sha256Hex, type ModelMetadata } from '../src/eval/o
 import { createLogger } from '../src/logger.js';
 import { Registry } from '../src/registry/registry.js';
 import { ModelHost } from '../src/serving/model-host.js';
-import { buildServing, type Serving } from '../src/serving/server.js';
+import type { ServingMetrics } from '../src/serving/metrics.js';
+import { buildServing } from '../src/serving/server.js';
 import { keys } from '../src/store/keys.js';
 import { MinioArtifactStore } from '../src/store/minio-store.js';
 import { percentile, ratio, table } from './stats.js';
@@ -59,8 +69,12 @@ const SESSION_OPTIONS: InferenceSession.SessionOptions = {
 };
 const TARGETS = { rpsRatio: 0.8, p99AddedMs: 1, shadowCpuRatio: 1.3 };
 
-type Variant = 'conveyor' | 'bare' | 'run-only';
-const VARIANTS: readonly Variant[] = ['conveyor', 'bare', 'run-only'];
+type Variant = 'conveyor' | 'bare' | 'run-only' | 'conveyor-shadow';
+/** The variants the overhead ratios need; conveyor-shadow is added by --shadow. */
+const BASE_VARIANTS: readonly Variant[] = ['conveyor', 'bare', 'run-only'];
+const VARIANTS: readonly Variant[] = [...BASE_VARIANTS, 'conveyor-shadow'];
+/** Model served with a shadow split (production v1, shadow v2) for the conveyor-shadow variant. */
+const SHADOW_MODEL = 'credit-risk-shadow';
 
 
 // ---------------------------------------------------------------------------------------------
@@ -160,20 +174,86 @@ function positive(name: string, raw: string, max: number, integer = true): numbe
   return n;
 }
 
+type VersionDraft = Parameters<Registry['registerVersion']>[0];
+
 /**
- * Shadow mode: each production request is also scored by a shadow version, off the
- * response path. Serving has no shadow routing yet; the lead wires this when routing
- * lands (deploy a second version, mark it shadow, then measure CPU per request with
- * and without it against the ≤ 1.3× target).
+ * Shadow mode as a rollout sets it up: SHADOW_MODEL registered as v1 and v2 (same bytes),
+ * production → v1, and a traffic split copying every request to v2. Returns the versions.
  */
-export function enableShadow(_serving: Serving, _host: ModelHost, _store: MinioArtifactStore): Promise<void> {
-  throw new Error('shadow routing not available yet');
+async function deployShadow(registry: Registry, draft: (model: string, workflowId: string) => VersionDraft): Promise<{ production: number; candidate: number }> {
+  const v1 = await registry.registerVersion(draft(SHADOW_MODEL, 'wf-bench-shadow-v1'));
+  const v2 = await registry.registerVersion(draft(SHADOW_MODEL, 'wf-bench-shadow-v2'));
+  await registry.moveAlias({ model: SHADOW_MODEL, alias: 'production', version: v1.version, expectedVersion: null, run: { workflowId: 'wf-bench-shadow-v1', runId: 'run-bench' } });
+  await registry.setTraffic({
+    model: SHADOW_MODEL,
+    mode: 'shadow',
+    candidate: { version: v2.version, sha256: v2.artifact.sha256 },
+    percent: 100,
+    rolloutId: 'bench-shadow',
+    step: 'shadow',
+    workflowId: 'wf-bench-shadow-v2',
+  });
+  return { production: v1.version, candidate: v2.version };
 }
 
-/** CPU time (user + system) of another process from /proc, ms; null where /proc is unavailable. */
-function procCpuMs(pid: number): number | null {
+/** Runs in a worker thread: spins until the thread itself has used `spinMs` of CPU (its /proc/thread-self/stat), posts what it used. */
+const SPIN_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { readFileSync } = require('node:fs');
+const cpu = () => {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const s = readFileSync('/proc/thread-self/stat', 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+  } catch { return null; }
+};
+const c0 = cpu();
+const t0 = Date.now();
+let c = c0;
+let x = 0;
+while (Date.now() - t0 < 20 * workerData.spinMs) {
+  for (let i = 0; i < 100000; i++) x += i;
+  c = cpu();
+  if (c === null || c0 === null ? Date.now() - t0 >= workerData.spinMs : c - c0 >= workerData.spinMs) break;
+}
+parentPort.postMessage(c === null || c0 === null ? null : c - c0 + (x === -1 ? 1 : 0));
+`;
+
+/**
+ * Does `process.cpuUsage()` include worker threads? A worker thread spins until it has used
+ * `spinMs` of CPU while the main thread sleeps; the process's CPU delta is compared with the
+ * worker's and the main thread's own (from /proc/.../task, null where /proc is unavailable).
+ */
+async function cpuUsageCoversWorkers(spinMs = 300): Promise<{ spinMs: number; processCpuMs: number; workerThreadCpuMs: number | null; mainThreadCpuMs: number | null; covered: boolean }> {
+  const main0 = procCpuMs(process.pid, process.pid);
+  const cpu0 = process.cpuUsage();
+  const worker = new Worker(SPIN_WORKER, { eval: true, workerData: { spinMs } });
+  const workerThreadCpuMs = await new Promise<number | null>((resolve, reject) => {
+    worker.once('message', (ms: number | null) => resolve(ms));
+    worker.once('error', reject);
+  });
+  await worker.terminate();
+  const cpu = process.cpuUsage(cpu0);
+  const main1 = procCpuMs(process.pid, process.pid);
+  const processCpuMs = Math.round((cpu.user + cpu.system) / 1000);
+  const mainThreadCpuMs = main0 === null || main1 === null ? null : Math.round(main1 - main0);
+  // What the process counted beyond its main thread must hold the spinning thread's CPU (/proc ticks are 10 ms).
+  const covered = workerThreadCpuMs === null ? processCpuMs >= spinMs * 0.5 : processCpuMs - (mainThreadCpuMs ?? 0) >= workerThreadCpuMs - 20;
+  return { spinMs, processCpuMs, workerThreadCpuMs, mainThreadCpuMs, covered };
+}
+
+/** Shadow copies of SHADOW_MODEL so far, from the serving app's metrics: scored, skipped (too many in flight), failed. */
+async function shadowCounts(metrics: ServingMetrics): Promise<{ scored: number; skipped: number; failed: number }> {
+  const sum = (values: Array<{ value: number; labels: Record<string, unknown> }>, arm?: string): number =>
+    values.filter((v) => v.labels.model === SHADOW_MODEL && (arm === undefined || v.labels.arm === arm)).reduce((n, v) => n + v.value, 0);
+  const [predictions, skipped, failures] = await Promise.all([metrics.predictions.get(), metrics.shadowSkipped.get(), metrics.inferenceFailures.get()]);
+  return { scored: sum(predictions.values, 'shadow'), skipped: sum(skipped.values), failed: sum(failures.values, 'shadow') };
+}
+
+/** CPU time (user + system) of a process (or one of its threads) from /proc, ms; null where /proc is unavailable. */
+function procCpuMs(pid: number, tid?: number): number | null {
+  try {
+    const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
   } catch {
@@ -256,7 +336,11 @@ interface Cell {
   seconds: number;
   latencies: number[];
   cpuMs: number;
+  /** CPU of the main (event loop) thread alone; the rest of cpuMs is other threads (shadow worker, GC, libuv). */
+  mainThreadCpuMs: number | null;
   minioCpuMs: number | null;
+  /** conveyor-shadow only: shadow copies scored / skipped / failed during the measured windows. */
+  shadow?: { scored: number; skipped: number; failed: number };
 }
 
 async function main(): Promise<void> {
@@ -267,7 +351,7 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: '2' },
       concurrency: { type: 'string', default: '1,32' },
       shadow: { type: 'boolean', default: false },
-      variants: { type: 'string', default: VARIANTS.join(',') },
+      variants: { type: 'string' },
       loadgen: { type: 'boolean', default: false },
     },
     strict: true,
@@ -279,8 +363,9 @@ async function main(): Promise<void> {
     rounds: positive('rounds', argv.rounds, 20),
     concurrency: argv.concurrency.split(',').map((c) => positive('concurrency', c, 1024)),
     shadow: argv.shadow,
-    variants: argv.variants.split(',').map((v) => {
+    variants: (argv.variants ?? [...BASE_VARIANTS, ...(argv.shadow ? ['conveyor-shadow'] : [])].join(',')).split(',').map((v) => {
       if (!(VARIANTS as readonly string[]).includes(v)) throw new Error(`--variants: unknown variant "${v}" (known: ${VARIANTS.join(', ')})`);
+      if (v === 'conveyor-shadow' && !argv.shadow) throw new Error('--variants: conveyor-shadow needs --shadow');
       return v as Variant;
     }),
   };
@@ -323,9 +408,9 @@ async function main(): Promise<void> {
     await store.put(keys.modelBlob(modelSha), modelBytes);
     await store.put(metadataKey, metadataBytes);
     const dataSha = sha256Hex(Buffer.from('data'));
-    await registry.registerVersion({
+    const draft = (model: string, workflowId: string): VersionDraft => ({
       schemaVersion: 1,
-      model: MODEL,
+      model,
       task: 'classification',
       target: 'default',
       features: metadata.inputs.map((i) => i.name),
@@ -343,17 +428,31 @@ async function main(): Promise<void> {
       trainer: { kind: 'command', entry: 'train_sklearn.py', params: {}, codeHashes: {} },
       code: { specHash: dataSha, gitCommit: null, gitDirty: false, pipelineFile: null },
       evaluation: { reportKey: 'r', metrics: {}, gates: [], production: null },
-      run: { workflowId: 'wf-bench', runId: 'run-bench', submittedBy: 'bench' },
+      run: { workflowId, runId: 'run-bench', submittedBy: 'bench' },
     });
+    await registry.registerVersion(draft(MODEL, 'wf-bench'));
     await registry.moveAlias({ model: MODEL, alias: 'production', version: 1, expectedVersion: null, run: { workflowId: 'wf-bench', runId: 'run-bench' } });
 
-    // --- conveyor: the real serving app.
+    // --- shadow: a second model name with production → v1 and every request copied to v2.
+    let cpuCheck: Awaited<ReturnType<typeof cpuUsageCoversWorkers>> | undefined;
+    let shadowVersions: { production: number; candidate: number } | undefined;
+    if (opts.shadow) {
+      cpuCheck = await cpuUsageCoversWorkers();
+      progress(`process.cpuUsage() while a worker thread used ${cpuCheck.workerThreadCpuMs ?? '?'} ms of CPU: +${cpuCheck.processCpuMs} ms process CPU, main thread +${cpuCheck.mainThreadCpuMs ?? '?'} ms`);
+      if (!cpuCheck.covered) throw new Error(`process.cpuUsage() does not include worker threads here (${JSON.stringify(cpuCheck)}): CPU per request would miss the shadow's inference`);
+      shadowVersions = await deployShadow(registry, draft);
+    }
+
+    // --- conveyor (and conveyor-shadow): the real serving app.
     const logger = createLogger({ level: 'info', pretty: false });
     const host = new ModelHost(registry, store, logger);
     await host.refresh();
     if (!host.get(MODEL)) throw new Error('ModelHost did not load the fixture model');
+    if (opts.shadow) {
+      const split = host.route(SHADOW_MODEL)?.split;
+      if (split?.mode !== 'shadow' || split.candidate.version !== shadowVersions?.candidate) throw new Error(`ModelHost has no shadow split for ${SHADOW_MODEL}: ${JSON.stringify(host.list())}`);
+    }
     const serving = buildServing({ host, logger, tokens: [TOKEN], store });
-    if (opts.shadow) await enableShadow(serving, host, store);
     const conveyorUrl = await serving.app.listen({ host: '127.0.0.1', port: 0 });
 
     // --- bare and run-only share one session of the same model and options.
@@ -376,6 +475,20 @@ async function main(): Promise<void> {
         throw new Error(`row ${i}: conveyor ${c.status} ${JSON.stringify(cj)} vs bare ${b.status} ${JSON.stringify(bj)}`);
       }
     }
+    if (opts.shadow) {
+      // The shadow model answers like production, from production (v1), and the copies are scored on v2.
+      for (const [i, body] of bodies.slice(0, 8).entries()) {
+        const c = await fetch(`${conveyorUrl}/v1/models/${SHADOW_MODEL}:predict`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body });
+        const cj = (await c.json()) as { version?: number; arm?: string; predictions?: Array<{ label: unknown }> };
+        const b = (await (await fetch(`${bareUrl}/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })).json()) as { predictions?: Array<{ label: unknown }> };
+        if (c.status !== 200 || cj.arm !== 'production' || cj.version !== shadowVersions!.production || cj.predictions?.[0]?.label !== b.predictions?.[0]?.label) {
+          throw new Error(`${SHADOW_MODEL} row ${i}: ${c.status} ${JSON.stringify(cj)}`);
+        }
+      }
+      await waitUntil('shadow copies of the checks', async () => (await shadowCounts(serving.metrics)).scored >= 8, 10_000);
+      const counts = await shadowCounts(serving.metrics);
+      if (counts.failed || counts.skipped) throw new Error(`shadow checks: ${JSON.stringify(counts)}`);
+    }
     const unauth = await fetch(`${conveyorUrl}/v1/models/${MODEL}:predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[0]! });
     if (unauth.status !== 401) throw new Error(`auth is not on: unauthenticated request answered ${unauth.status}`);
 
@@ -386,9 +499,9 @@ async function main(): Promise<void> {
     const once = async (variant: Variant, c: number, seconds: number): Promise<LoadResult> => {
       if (variant === 'run-only') return runOnly(session, feeds, fetches, c, seconds);
       const job: LoadJob =
-        variant === 'conveyor'
-          ? { url: `${conveyorUrl}/v1/models/${MODEL}:predict`, headers: { authorization: `Bearer ${TOKEN}` }, bodies, connections: c, seconds }
-          : { url: `${bareUrl}/predict`, headers: {}, bodies, connections: c, seconds };
+        variant === 'bare'
+          ? { url: `${bareUrl}/predict`, headers: {}, bodies, connections: c, seconds }
+          : { url: `${conveyorUrl}/v1/models/${variant === 'conveyor-shadow' ? SHADOW_MODEL : MODEL}:predict`, headers: { authorization: `Bearer ${TOKEN}` }, bodies, connections: c, seconds };
       const r = await gen.run(job);
       if (r.non2xx || r.errors || r.timeouts) throw new Error(`${variant} c=${c}: ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts`);
       return r;
@@ -407,17 +520,28 @@ async function main(): Promise<void> {
         const order = [...selected.slice(shift), ...selected.slice(0, shift)];
         for (const v of r % 2 === 0 ? order : order.reverse()) {
           await once(v, c, opts.warmup);
+          const s0 = v === 'conveyor-shadow' ? await shadowCounts(serving.metrics) : undefined;
           const cpu0 = process.cpuUsage();
+          const t0 = procCpuMs(process.pid, process.pid);
           const m0 = procCpuMs(minioPid);
           const res = await once(v, c, opts.duration);
           const cpu = process.cpuUsage(cpu0);
+          const t1 = procCpuMs(process.pid, process.pid);
           const m1 = procCpuMs(minioPid);
-          const cell = cells.get(key(v, c)) ?? { requests: 0, seconds: 0, latencies: [], cpuMs: 0, minioCpuMs: 0 };
+          const cell = cells.get(key(v, c)) ?? { requests: 0, seconds: 0, latencies: [], cpuMs: 0, mainThreadCpuMs: 0, minioCpuMs: 0 };
           cell.requests += res.ok;
           cell.seconds += res.elapsedMs / 1000;
           for (const l of res.latencies) cell.latencies.push(l);
           cell.cpuMs += (cpu.user + cpu.system) / 1000;
+          cell.mainThreadCpuMs = cell.mainThreadCpuMs === null || t0 === null || t1 === null ? null : cell.mainThreadCpuMs + (t1 - t0);
           cell.minioCpuMs = cell.minioCpuMs === null || m0 === null || m1 === null ? null : cell.minioCpuMs + (m1 - m0);
+          if (s0) {
+            // Copies still in flight when the window closed (≤ 64) are given a moment to settle.
+            await new Promise((r) => setTimeout(r, 200));
+            const s1 = await shadowCounts(serving.metrics);
+            const prev = cell.shadow ?? { scored: 0, skipped: 0, failed: 0 };
+            cell.shadow = { scored: prev.scored + s1.scored - s0.scored, skipped: prev.skipped + s1.skipped - s0.skipped, failed: prev.failed + s1.failed - s0.failed };
+          }
           cells.set(key(v, c), cell);
           done++;
           progress(`${done}/${totalCells} ${v} c=${c}: ${Math.round(res.ok / (res.elapsedMs / 1000))} req/s (${Math.round((Date.now() - started) / 1000)} s)`);
@@ -425,20 +549,23 @@ async function main(): Promise<void> {
       }
     }
 
-    // Flush the prediction log and check it wrote every conveyor row.
+    // Flush the prediction log and check it wrote every conveyor row (and every scored shadow copy).
+    const shadowTotal = opts.shadow ? await shadowCounts(serving.metrics) : undefined;
     await serving.app.close();
     const log = serving.predictionLog!;
-    const conveyorRequests = opts.concurrency.reduce((n, c) => n + (cells.get(key('conveyor', c))?.requests ?? 0), 0);
-    const predictionLog = { written: log.written, dropped: log.dropped, pending: log.pending, conveyorRequestsMeasured: conveyorRequests };
+    const measured = (v: Variant): number => opts.concurrency.reduce((n, c) => n + (cells.get(key(v, c))?.requests ?? 0), 0);
+    const predictionLog = {
+      written: log.written,
+      dropped: log.dropped,
+      pending: log.pending,
+      conveyorRequestsMeasured: measured('conveyor'),
+      ...(opts.shadow ? { conveyorShadowRequestsMeasured: measured('conveyor-shadow'), shadowCopiesLogged: shadowTotal!.scored + shadowTotal!.failed } : {}),
+    };
     await bare.close();
     await host.close();
     await session.release();
 
     // --- Report.
-    if (selected.length < VARIANTS.length) {
-      for (const [k, cell] of cells) progress(`${k}: ${Math.round(cell.requests / cell.seconds)} req/s, p50 ${percentile(cell.latencies, 50).toFixed(3)} ms, p99 ${percentile(cell.latencies, 99).toFixed(3)} ms, CPU ${(cell.cpuMs / cell.requests).toFixed(3)} ms/req`);
-      return;
-    }
     const fmt = (x: number, d = 2): string => x.toFixed(d);
     const summary = (v: Variant, c: number) => {
       const cell = cells.get(key(v, c))!;
@@ -447,12 +574,64 @@ async function main(): Promise<void> {
         p50: percentile(cell.latencies, 50),
         p99: percentile(cell.latencies, 99),
         cpuMsPerReq: cell.cpuMs / cell.requests,
+        mainThreadCpuMsPerReq: cell.mainThreadCpuMs === null ? null : cell.mainThreadCpuMs / cell.requests,
         minioCpuMsPerReq: cell.minioCpuMs === null ? null : cell.minioCpuMs / cell.requests,
         requests: cell.requests,
+        ...(cell.shadow ? { shadow: cell.shadow } : {}),
       };
     };
+    // Shadow: the same app and model bytes, with and without every request copied to a shadow version.
+    const shadowResults = selected.includes('conveyor') && selected.includes('conveyor-shadow')
+      ? opts.concurrency.map((c) => {
+          const without = summary('conveyor', c);
+          const withShadow = summary('conveyor-shadow', c);
+          const cpuRatio = ratio(withShadow.cpuMsPerReq, without.cpuMsPerReq);
+          return {
+            concurrency: c,
+            cpuMsPerReq: { conveyor: without.cpuMsPerReq, conveyorShadow: withShadow.cpuMsPerReq },
+            mainThreadCpuMsPerReq: { conveyor: without.mainThreadCpuMsPerReq, conveyorShadow: withShadow.mainThreadCpuMsPerReq },
+            cpuRatio,
+            rpsRatio: ratio(withShadow.rps, without.rps),
+            p99AddedMs: Math.round((withShadow.p99 - without.p99) * 1000) / 1000,
+            shadow: withShadow.shadow!,
+            requests: withShadow.requests,
+            pass: cpuRatio <= TARGETS.shadowCpuRatio,
+          };
+        })
+      : [];
+    const cpuCheckLine = cpuCheck
+      ? `CPU ms/req includes every thread of this process: process.cpuUsage() is getrusage(RUSAGE_SELF); checked here: a worker thread spun for ${cpuCheck.workerThreadCpuMs ?? '?'} ms of its own CPU (/proc) while the main thread slept, and process.cpuUsage() grew by ${cpuCheck.processCpuMs} ms, main thread ${cpuCheck.mainThreadCpuMs ?? '?'} ms of it`
+      : undefined;
+    const shadowLines = shadowResults.length
+      ? [
+          table(
+            ['concurrency', 'CPU ms/req conveyor', 'CPU ms/req conveyor-shadow', 'main-thread ms/req conveyor', 'main-thread ms/req conveyor-shadow', 'CPU/req conveyor-shadow / conveyor', 'req/s conveyor-shadow / conveyor', 'p99 added ms', 'shadow scored', 'shadow skipped', 'shadow failed', 'target'],
+            shadowResults.map((r) => [
+              String(r.concurrency),
+              fmt(r.cpuMsPerReq.conveyor, 3),
+              fmt(r.cpuMsPerReq.conveyorShadow, 3),
+              r.mainThreadCpuMsPerReq.conveyor === null ? '' : fmt(r.mainThreadCpuMsPerReq.conveyor, 3),
+              r.mainThreadCpuMsPerReq.conveyorShadow === null ? '' : fmt(r.mainThreadCpuMsPerReq.conveyorShadow, 3),
+              `${r.cpuRatio.toFixed(2)}x`,
+              `${r.rpsRatio.toFixed(2)}x`,
+              `${r.p99AddedMs >= 0 ? '+' : ''}${r.p99AddedMs.toFixed(3)}`,
+              `${r.shadow.scored} of ${r.requests}`,
+              String(r.shadow.skipped),
+              String(r.shadow.failed),
+              `${r.pass ? 'PASS' : 'FAIL'} (≤ ${TARGETS.shadowCpuRatio}x)`,
+            ]),
+          ),
+          `shadow (${SHADOW_MODEL}: production v${shadowVersions!.production}, shadow v${shadowVersions!.candidate} on a worker thread): ${shadowTotal!.scored} copies scored, ${shadowTotal!.skipped} skipped (over 64 in flight), ${shadowTotal!.failed} failed in all (warm-ups, measured windows, checks; scored/skipped columns: measured windows only)`,
+          cpuCheckLine!,
+        ]
+      : [];
+    if (!BASE_VARIANTS.every((v) => selected.includes(v))) {
+      for (const [k, cell] of cells) progress(`${k}: ${Math.round(cell.requests / cell.seconds)} req/s, p50 ${percentile(cell.latencies, 50).toFixed(3)} ms, p99 ${percentile(cell.latencies, 99).toFixed(3)} ms, CPU ${(cell.cpuMs / cell.requests).toFixed(3)} ms/req`);
+      if (shadowLines.length) process.stdout.write(`${shadowLines.join('\n')}\n`);
+      return;
+    }
     const results = opts.concurrency.map((c) => {
-      const s = Object.fromEntries(VARIANTS.map((v) => [v, summary(v, c)])) as Record<Variant, ReturnType<typeof summary>>;
+      const s = Object.fromEntries(BASE_VARIANTS.map((v) => [v, summary(v, c)])) as Record<'conveyor' | 'bare' | 'run-only', ReturnType<typeof summary>>;
       const rpsRatio = ratio(s.conveyor.rps, s.bare.rps);
       const p99AddedMs = Math.round((s.conveyor.p99 - s.bare.p99) * 1000) / 1000;
       return {
@@ -467,9 +646,10 @@ async function main(): Promise<void> {
     });
     const rowsOut: string[][] = [];
     for (const r of results) {
-      for (const v of VARIANTS) {
-        const s = r[v];
-        rowsOut.push([v, String(r.concurrency), String(s.requests), fmt(s.rps, 0), fmt(s.p50, 3), fmt(s.p99, 3), fmt(s.cpuMsPerReq, 3), v === 'conveyor' && s.minioCpuMsPerReq !== null ? fmt(s.minioCpuMsPerReq, 3) : '']);
+      for (const v of selected.includes('conveyor-shadow') ? VARIANTS : BASE_VARIANTS) {
+        const s = v === 'conveyor-shadow' ? summary(v, r.concurrency) : r[v];
+        const logs = v === 'conveyor' || v === 'conveyor-shadow';
+        rowsOut.push([v, String(r.concurrency), String(s.requests), fmt(s.rps, 0), fmt(s.p50, 3), fmt(s.p99, 3), fmt(s.cpuMsPerReq, 3), logs && s.minioCpuMsPerReq !== null ? fmt(s.minioCpuMsPerReq, 3) : '']);
       }
     }
     const ratioRows = results.map((r) => [
@@ -494,18 +674,18 @@ async function main(): Promise<void> {
       `serving — ${new Date().toISOString()} — ${machine.nproc} CPUs (${machine.cpu}), ${machine.memGiB} GiB, node ${machine.node}, load average ${machine.loadAverage.before.join(' ')} → ${machine.loadAverage.after.join(' ')}`,
       `code: ${code.commit}${code.servingDirty ? ` + uncommitted changes in src/serving (digest ${code.servingDigest})` : ''}`,
       `batch size 1; ${opts.duration} s per cell after ${opts.warmup} s warm-up, ${opts.rounds} rounds; latency ms as the load generator sees it (run-only: around session.run)`,
-      `CPU ms/req: this process (servers, not the load generator); MinIO ms/req: the MinIO server (prediction log writes)`,
+      `CPU ms/req: this process, all its threads (servers and the shadow worker thread, not the load generator); MinIO ms/req: the MinIO server (prediction log writes)`,
       '',
       table(['variant', 'concurrency', 'requests', 'req/s', 'p50 ms', 'p99 ms', 'CPU ms/req', 'MinIO ms/req'], rowsOut),
       '',
       table(['concurrency', 'req/s conveyor/bare', 'p50 added ms', 'p99 added ms', 'CPU/req conveyor/bare', 'req/s bare/run-only', 'req/s target', 'p99 target'], ratioRows),
       '',
-      `shadow (≤ ${TARGETS.shadowCpuRatio}x CPU/req): not measured — shadow routing is not available yet (--shadow fails in enableShadow)`,
-      `prediction log: ${predictionLog.written} rows written to MinIO, ${predictionLog.dropped} dropped, ${predictionLog.pending} pending after close (${predictionLog.conveyorRequestsMeasured} measured conveyor requests + warm-ups + checks)`,
+      ...(shadowLines.length ? [`shadow mode (target ≤ ${TARGETS.shadowCpuRatio}x CPU/req): conveyor-shadow vs conveyor, same app; main-thread = the event loop thread alone (/proc), the rest is other threads, mostly the shadow worker`, '', ...shadowLines, ''] : []),
+      `prediction log: ${predictionLog.written} rows written to MinIO, ${predictionLog.dropped} dropped, ${predictionLog.pending} pending after close (${predictionLog.conveyorRequestsMeasured} measured conveyor requests${opts.shadow ? ` + ${predictionLog.conveyorShadowRequestsMeasured} measured conveyor-shadow requests + ${predictionLog.shadowCopiesLogged} shadow copies` : ''} + warm-ups + checks)`,
       '',
     ];
     process.stdout.write(out.join('\n'));
-    process.stdout.write(`${JSON.stringify({ bench: 'serving', date: new Date().toISOString(), machine, code, options: opts, results: results.map((r) => ({ ...r })), predictionLog })}\n`);
+    process.stdout.write(`${JSON.stringify({ bench: 'serving', date: new Date().toISOString(), machine, code, options: opts, results: results.map((r) => ({ ...r })), ...(opts.shadow ? { shadow: { cpuCheck, versions: shadowVersions, results: shadowResults, total: shadowTotal } } : {}), predictionLog })}\n`);
   } catch (err) {
     failed = true;
     throw err;

@@ -25,11 +25,17 @@ const config = loadConfig();
 // The demo's own narration goes to stdout; component logs only when they matter.
 const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'warn' });
 
-say('▶ Conveyor demo: credit-risk model from CSV to a served prediction\n');
+// `npm run demo -- --drift`: the monitoring and retraining story instead (scripts/demo-drift.ts).
+const drift = process.argv.includes('--drift');
+if (!drift) say('▶ Conveyor demo: credit-risk model from CSV to a served prediction\n');
 const started = Date.now();
 const external = Boolean(process.env.TEMPORAL_ADDRESS || process.env.CONVEYOR_S3_ENDPOINT);
 if (external) say(`  using servers from the environment: Temporal ${config.temporal.address}, S3 ${config.s3.endPoint}:${config.s3.port}`);
 const dev = external ? undefined : await devUp(config, (l) => say(`  ${l}`));
+if (drift) {
+  const { runDriftDemo } = await import('./demo-drift.js');
+  process.exit(await runDriftDemo({ config, logger, dev }));
+}
 
 say('▶ starting a worker (pipeline + training task queues)');
 const workers = await createWorkers({ config, logger });
