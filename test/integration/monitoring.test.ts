@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
@@ -5,7 +7,7 @@ import { startPipeline, waitForRun } from '../../src/runs.js';
 import { RunOutcome } from '../../src/shared/errors.js';
 import { startServing, type RunningService } from '../../src/serving/service.js';
 import { listMonitorResults } from '../../src/monitoring/results.js';
-import { describeSchedule, listSchedules, monitorScheduleId, pauseSchedule, unpauseSchedule } from '../../src/temporal/schedules.js';
+import { describeSchedule, listSchedules, monitorScheduleId, pauseSchedule, retrainScheduleId, triggerSchedule, unpauseSchedule } from '../../src/temporal/schedules.js';
 import { retrainingControllerId, RETRAINING_SUBMITTER } from '../../src/shared/monitoring.js';
 import { RETRAIN_SIGNAL, RETRAINING_CONTROLLER } from '../../src/shared/monitoring.js';
 import type { MonitorInput, RetrainRequest } from '../../activities/monitoring.js';
@@ -28,13 +30,27 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
   let env: TestEnv;
   let serving: RunningService;
   let pipeline: LoadedPipeline;
+  /** Webhook events received, by kind (signatures are checked by the webhook tests). */
+  const events: Array<{ kind: string; data: Record<string, unknown> }> = [];
+  const receiver = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      events.push(JSON.parse(body) as { kind: string; data: Record<string, unknown> });
+      res.writeHead(204).end();
+    });
+  });
 
   beforeAll(async () => {
-    env = await startTestEnv('monitoring');
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
+    env = await startTestEnv('monitoring', {}, { CONVEYOR_WEBHOOK_SECRET: 'monitoring-webhook-secret-0001', CONVEYOR_WEBHOOK_ALLOW_HOSTS: '127.0.0.1', CONVEYOR_WEBHOOK_ALLOW_PRIVATE: 'true' });
     serving = await startServing({ ...env.config, serving: { ...env.config.serving, port: 0, pollIntervalMs: 100 } }, testLogger, { port: 0, tokens: [TOKEN], predictionLog: { flushIntervalMs: 200 } });
     pipeline = await examplePipeline((s) => ({
       ...s,
       monitoring: { interval: '1h', drift: { minSamples: 150 }, retrain: { cooldown: '1h', maxPerDay: 3 } },
+      schedule: { every: '24h' },
+      notifications: { webhooks: [{ url: hookUrl, events: ['monitor_breach', 'retraining_started'] }] },
     }));
     const first = await waitForRun(await startPipeline(env.client, env.config, pipeline, { submittedBy: 'alice' }));
     expect(first.message).toBeUndefined();
@@ -45,6 +61,7 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
   afterAll(async () => {
     await serving?.close();
     await env?.close();
+    receiver.close();
   });
 
   async function serve(rows: Row[]): Promise<string[]> {
@@ -87,7 +104,10 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
 
   it('deploying with monitoring set the monitor schedule from the spec; it can be paused and resumed', async () => {
     const schedules = await listSchedules(env.client, { model: MODEL });
-    expect(schedules.map((s) => [s.id, s.kind, s.spec, s.workflowType])).toEqual([[monitorScheduleId(MODEL), 'monitor', 'every 1h', 'monitorModel']]);
+    expect(schedules.map((s) => [s.id, s.kind, s.spec, s.workflowType]).sort()).toEqual([
+      [monitorScheduleId(MODEL), 'monitor', 'every 1h', 'monitorModel'],
+      [retrainScheduleId(MODEL), 'retrain', 'every 1d', 'scheduledRetraining'],
+    ]);
     await pauseSchedule(env.client, monitorScheduleId(MODEL), 'test pause');
     expect((await describeSchedule(env.client, monitorScheduleId(MODEL))).state.paused).toBe(true);
     await unpauseSchedule(env.client, monitorScheduleId(MODEL), 'test resume');
@@ -135,6 +155,11 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
     expect(await env.registry.getAlias(MODEL, 'production')).toMatchObject({ version: 2 });
     const lineage = formatLineage(await buildLineage(env.registry, env.store, MODEL, 2));
     expect(lineage).toContain(`started by decay: monitor result ${latest!.resultKey}`);
+    // The breach and the retraining went out as webhooks (delivered by their own workflows).
+    for (let i = 0; i < 100 && events.length < 2; i++) await sleep(100);
+    const breach = events.find((e) => e.kind === 'monitor_breach');
+    expect((breach?.data['breaches'] as string[]).some((b) => b.includes('income'))).toBe(true);
+    expect(events.find((e) => e.kind === 'retraining_started')?.data).toMatchObject({ model: MODEL, workflowId: state.decisions[0]!.workflowId, trigger: { kind: 'decay' } });
   });
 
   it('a burst of 50 decay reports starts exactly one retraining; a report within the cooldown starts none', async () => {
@@ -151,5 +176,20 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
     const after = await decisions(MODEL, 2);
     expect(after.decisions[1]).toMatchObject({ decision: 'skipped', reason: expect.stringMatching(/^cooldown of 1h since the retraining started at /) });
     expect(await env.registry.listVersions(MODEL)).toEqual([1, 2]);
+  });
+
+  it('the daily limit holds once reached; a timetable retraining goes through the same controller', async () => {
+    const model = 'credit-burst';
+    // One retraining of credit-burst started earlier today; with a limit of 1 a day (and no cooldown to speak of) the next is refused.
+    await report({ ...decayRequest(model, 'over the limit'), limits: { cooldown: '1s', maxPerDay: 1 } });
+    const state = await decisions(model, 51);
+    expect(state.decisions[50]).toMatchObject({ decision: 'skipped', reason: 'daily limit reached: 1 of 1 retrainings in the last 24 hours' });
+
+    // The retrain-<model> schedule set at deployment asks the controller too; a timetable is not held by the cooldown.
+    await triggerSchedule(env.client, retrainScheduleId(MODEL));
+    const after = await decisions(MODEL, 3);
+    expect(after.decisions[2]).toMatchObject({ decision: 'started', trigger: { kind: 'schedule', scheduleId: retrainScheduleId(MODEL) } });
+    await env.client.workflow.getHandle(after.decisions[2]!.workflowId!).result();
+    expect((await env.registry.getVersion(MODEL, 3)).run.trigger).toEqual({ kind: 'schedule', scheduleId: retrainScheduleId(MODEL) });
   });
 });
