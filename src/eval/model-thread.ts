@@ -1,13 +1,46 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { loadModel, type LoadedModel, type ModelMetadata, type Prediction } from './onnx-model.js';
+import { loadModel, type ClassLabel, type LoadedModel, type ModelMetadata, type Prediction } from './onnx-model.js';
+
+/**
+ * A `Prediction` as it crosses the thread boundary: typed arrays whose buffers are
+ * transferred (not cloned), labels as indices into the metadata's classes when every
+ * label is one of them (the usual case), and no `classes` (the main thread has them).
+ */
+export type WirePrediction =
+  | { task: 'classification'; probabilities: Float32Array; labelIndex: Int32Array }
+  | { task: 'classification'; probabilities: Float32Array; labels: ClassLabel[] }
+  | { task: 'regression'; values: Float64Array };
 
 /** What the main thread sends an inference thread, and what comes back. */
 export type ThreadRequest = { id: number; rows: Array<Record<string, unknown>> } | { id: number; release: true };
-export type ThreadReply = { id: number; prediction: Prediction; latencyMs: number } | { id: number; error: string; name: string } | { id: number; released: true };
+export type ThreadReply = { id: number; prediction: WirePrediction; latencyMs: number } | { id: number; error: string; name: string } | { id: number; released: true };
 export interface ThreadInit {
   bytes: Uint8Array;
   sha256: string;
   metadata: ModelMetadata;
+}
+
+/** A typed array's own buffer when the view covers all of it (transferable), else a copy that does. */
+function owned<T extends Float32Array | Float64Array>(a: T): T {
+  return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer ? a : (a.slice() as T);
+}
+
+/** Packs a prediction for `postMessage`; returns it with the buffers to transfer. */
+export function toWire(prediction: Prediction, classIndex: Map<ClassLabel, number>): { wire: WirePrediction; transfer: ArrayBuffer[] } {
+  if (prediction.task === 'regression') {
+    const values = owned(prediction.values);
+    return { wire: { task: 'regression', values }, transfer: [values.buffer as ArrayBuffer] };
+  }
+  const probabilities = owned(prediction.probabilities);
+  const transfer = [probabilities.buffer as ArrayBuffer];
+  const labelIndex = new Int32Array(prediction.labels.length);
+  for (let i = 0; i < labelIndex.length; i++) {
+    const j = classIndex.get(prediction.labels[i]!);
+    if (j === undefined) return { wire: { task: 'classification', probabilities, labels: prediction.labels }, transfer };
+    labelIndex[i] = j;
+  }
+  transfer.push(labelIndex.buffer);
+  return { wire: { task: 'classification', probabilities, labelIndex }, transfer };
 }
 
 // onnxruntime-node runs a session synchronously on the thread that calls it; this thread
@@ -15,6 +48,7 @@ export interface ThreadInit {
 const port = parentPort;
 if (port) {
   const init = workerData as ThreadInit;
+  const classIndex = new Map<ClassLabel, number>((init.metadata.classes ?? []).map((c, j) => [c, j]));
   let model: LoadedModel | undefined;
   const ready = loadModel(init.bytes, init.sha256, init.metadata).then(
     (m) => {
@@ -33,8 +67,8 @@ if (port) {
       try {
         if (!model) throw new Error('model failed to load');
         const started = performance.now();
-        const prediction = await model.predict(msg.rows);
-        port.postMessage({ id: msg.id, prediction, latencyMs: performance.now() - started } satisfies ThreadReply);
+        const { wire, transfer } = toWire(await model.predict(msg.rows), classIndex);
+        port.postMessage({ id: msg.id, prediction: wire, latencyMs: performance.now() - started } satisfies ThreadReply, transfer);
       } catch (err) {
         port.postMessage({ id: msg.id, error: (err as Error).message, name: (err as Error).name } satisfies ThreadReply);
       }

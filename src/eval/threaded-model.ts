@@ -1,8 +1,15 @@
 import { Worker } from 'node:worker_threads';
-import { ArtifactIntegrityError, ModelSignatureError, sha256Hex, type LoadedModel, type ModelMetadata, type Prediction } from './onnx-model.js';
-import type { ThreadInit, ThreadReply } from './model-thread.js';
+import { ArtifactIntegrityError, ModelSignatureError, sha256Hex, type ClassLabel, type LoadedModel, type ModelMetadata, type Prediction } from './onnx-model.js';
+import type { ThreadInit, ThreadReply, WirePrediction } from './model-thread.js';
 
 const ENTRY = new URL('./model-thread-entry.mjs', import.meta.url);
+
+/** The inverse of `toWire` (model-thread.ts, not imported here: that module runs the thread side when loaded on a worker), with the model's classes. */
+export function fromWire(wire: WirePrediction, classes: readonly ClassLabel[]): Prediction {
+  if (wire.task === 'regression') return { task: 'regression', values: wire.values };
+  const labels = 'labels' in wire ? wire.labels : Array.from(wire.labelIndex, (j) => classes[j]!);
+  return { task: 'classification', labels, probabilities: wire.probabilities, classes: [...classes] };
+}
 
 /**
  * A model whose inference runs on a worker thread of its own. onnxruntime-node runs a
@@ -59,7 +66,7 @@ export async function loadModelOnThread(bytes: Uint8Array, expectedSha256: strin
       const reply = await call({ rows });
       if ('error' in reply) throw new Error(reply.error);
       if (!('prediction' in reply)) throw new Error('unexpected reply from inference thread');
-      return reply.prediction;
+      return fromWire(reply.prediction, metadata.classes ?? []);
     },
     async release(): Promise<void> {
       if (released) return;

@@ -4,7 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRepl
 import { z } from 'zod';
 import type { Logger } from '../logger.js';
 import { isValidName } from '../shared/names.js';
-import { InputValidationError } from '../eval/onnx-model.js';
+import { InputValidationError, type Prediction } from '../eval/onnx-model.js';
 import type { ArtifactStore } from '../store/artifact-store.js';
 import { keys } from '../store/keys.js';
 import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
@@ -119,8 +119,14 @@ export interface ServingOptions {
    */
   store?: ArtifactStore;
   predictionLog?: Partial<PredictionLogOptions>;
-  /** Shadow scorings allowed in flight at once; past it copies are skipped (and counted), never queued. */
+  /** Shadow copies allowed in flight at once (waiting in a batch or being scored); past it copies are skipped (and counted). */
   maxShadowInFlight?: number;
+  /**
+   * Shadow copies are scored in batches: a batch is run once it holds this many rows (or
+   * a quarter of `maxShadowInFlight` copies), or `shadowBatchDelayMs` after its first copy.
+   */
+  shadowBatchRows?: number;
+  shadowBatchDelayMs?: number;
 }
 
 export interface Serving {
@@ -200,6 +206,40 @@ class LazyRequestLogger {
   }
 }
 
+interface ShadowCopy {
+  requestId: string;
+  rolloutId: string | null;
+  rows: Row[];
+}
+
+interface ShadowBatch {
+  served: ServedModel;
+  copies: ShadowCopy[];
+  rows: number;
+  /** Ends the batch's hold on its session. */
+  release: () => void;
+  timer: NodeJS.Timeout;
+}
+
+/** Rows start..end of a prediction as the answers callers (and the prediction log) see. */
+function outputsOf(prediction: Prediction, start: number, end: number): PredictionOutput[] {
+  const out: PredictionOutput[] = new Array<PredictionOutput>(end - start);
+  if (prediction.task !== 'classification') {
+    for (let i = start; i < end; i++) out[i - start] = { value: prediction.values[i]! };
+    return out;
+  }
+  const { classes, probabilities, labels } = prediction;
+  const names = classes.map(String);
+  const k = names.length;
+  for (let i = start; i < end; i++) {
+    let p: Record<string, number> = {};
+    if (names.includes('__proto__')) p = Object.fromEntries(names.map((c, j) => [c, probabilities[i * k + j]!]));
+    else for (let j = 0; j < k; j++) p[names[j]!] = probabilities[i * k + j]!;
+    out[i - start] = { label: labels[i]!, probabilities: p };
+  }
+  return out;
+}
+
 export function createServingApp(opts: ServingOptions): FastifyInstance {
   return buildServing(opts).app;
 }
@@ -251,22 +291,19 @@ export function buildServing(opts: ServingOptions): Serving {
     return reply.code(404).send({ error: `unknown method "${method ?? ''}"; use POST /v1/models/<name>:predict or <name>:feedback` });
   });
 
-  /** Runs a session on rows already checked against production's signature, and shapes its answers. */
-  async function infer(served: ServedModel, rows: Row[]): Promise<{ predictions: PredictionOutput[]; latencyMs: number }> {
-    // A candidate may need a feature production does not: that is the candidate's failure, not the caller's.
+  /** A candidate may need a feature production does not: that is the candidate's failure, not the caller's. */
+  function checkCandidateInputs(served: ServedModel, rows: Row[]): void {
     const missing = served.loaded.metadata.inputs.find((i) => !(i.name in rows[0]!));
     if (missing) throw new Error(`${served.model}@${served.version} needs feature "${missing.name}", which production's signature does not have`);
+  }
+
+  /** Runs a session on rows already checked against production's signature, and shapes its answers. */
+  async function infer(served: ServedModel, rows: Row[]): Promise<{ predictions: PredictionOutput[]; latencyMs: number }> {
+    checkCandidateInputs(served, rows);
     const started = performance.now();
     const prediction = await served.loaded.predict(rows);
     const latencyMs = performance.now() - started;
-    const predictions: PredictionOutput[] =
-      prediction.task === 'classification'
-        ? prediction.labels.map((label, i) => ({
-            label,
-            probabilities: Object.fromEntries(prediction.classes.map((c, j) => [String(c), prediction.probabilities[i * prediction.classes.length + j]!])),
-          }))
-        : [...prediction.values].map((value) => ({ value }));
-    return { predictions, latencyMs };
+    return { predictions: outputsOf(prediction, 0, rows.length), latencyMs };
   }
 
   function logRows(requestId: string, served: ServedModel, arm: Arm, rolloutId: string | null, rows: Row[], answer: { predictions: PredictionOutput[]; latencyMs: number } | { error: string; latencyMs: number }): void {
@@ -287,35 +324,116 @@ export function buildServing(opts: ServingOptions): Serving {
     } else predictionLog.appendRequest(request, rows, answer.predictions);
   }
 
-  /** Scores a copy of the request on the shadow candidate after the caller has its answer; never throws. */
+  /**
+   * Shadow copies waiting to be scored, one open batch per candidate session. A batch holds
+   * its session (`useSession`) from its first copy until it has been scored, so a refresh
+   * cannot release the candidate under it; a later copy for a new candidate opens a new batch.
+   */
+  const shadowBatches = new Map<ServedModel, ShadowBatch>();
+  const shadowBatchRows = opts.shadowBatchRows ?? 64;
+  const shadowBatchCopies = Math.max(1, Math.floor(maxShadowInFlight / 4));
+  const shadowBatchDelayMs = opts.shadowBatchDelayMs ?? 10;
+
+  /**
+   * Queues a copy of the request for the shadow candidate, scored after the caller has its
+   * answer; never throws, never blocks. Copies are batched (see `runShadowBatch`).
+   */
   function shadowScore(requestId: string, split: TrafficSplit, rows: Row[]): void {
     if (shadowInFlight >= maxShadowInFlight) {
       metrics.shadowSkipped.inc({ model: split.candidate.model });
       return;
     }
     shadowInFlight++;
+    const served = split.candidate;
+    let batch = shadowBatches.get(served);
+    if (!batch) {
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      // Counted in flight from now (useSession's count is taken synchronously) until release().
+      void opts.host.useSession(served, () => held);
+      const opened: ShadowBatch = { served, copies: [], rows: 0, release, timer: setTimeout(() => runShadowBatch(opened), shadowBatchDelayMs) };
+      batch = opened;
+      shadowBatches.set(served, batch);
+    }
+    batch.copies.push({ requestId, rolloutId: split.rolloutId, rows });
+    batch.rows += rows.length;
+    if (batch.rows >= shadowBatchRows || batch.copies.length >= shadowBatchCopies) {
+      clearTimeout(batch.timer);
+      // The next turn of the event loop: after the caller's answer has been sent.
+      const full = batch;
+      shadowBatches.delete(served);
+      setImmediate(() => runShadowBatch(full));
+    }
+  }
+
+  /**
+   * Scores a batch of shadow copies with one `predict` on their concatenated rows (one
+   * message to the candidate's thread, one onnxruntime run), then logs each copy as its own
+   * request. If the batch fails, each copy is scored alone, so an error is logged against
+   * the copy that caused it (and the others still get their answers).
+   *
+   * Latency recorded per copy: the batch's run time × (rows of the copy / rows of the batch),
+   * the copy's share of the inference, not the whole batch's time (which would inflate the
+   * shadow arm's p95 by the batch size) and not the time it waited for the batch to fill.
+   */
+  function runShadowBatch(batch: ShadowBatch): void {
+    if (shadowBatches.get(batch.served) === batch) shadowBatches.delete(batch.served);
+    const { served, copies } = batch;
+    const labels = { model: served.model, version: String(served.version), arm: 'shadow' as Arm };
+    const scored = (copy: ShadowCopy, predictions: PredictionOutput[], latencyMs: number): void => {
+      metrics.latency.observe(labels, latencyMs / 1000);
+      logRows(copy.requestId, served, 'shadow', copy.rolloutId, copy.rows, { predictions, latencyMs });
+    };
+    const failed = (copy: ShadowCopy, err: unknown, latencyMs: number): void => {
+      metrics.inferenceFailures.inc(labels);
+      logRows(copy.requestId, served, 'shadow', copy.rolloutId, copy.rows, { error: (err as Error).message, latencyMs });
+    };
+    const done = (): void => {
+      shadowInFlight -= copies.length;
+      batch.release();
+    };
+    // Copies the candidate cannot take at all fail on their own, before the batch runs.
+    const ready: ShadowCopy[] = [];
+    for (const copy of copies) {
+      try {
+        checkCandidateInputs(served, copy.rows);
+        ready.push(copy);
+      } catch (err) {
+        failed(copy, err, 0);
+      }
+    }
+    if (ready.length === 0) return done();
+    const rows = ready.length === 1 ? ready[0]!.rows : ready.flatMap((c) => c.rows);
     const started = performance.now();
-    // Holds the candidate session from now (a refresh cannot release it before the copy is
-    // scored) and scores on the next turn of the event loop, after the caller's answer.
-    void opts.host
-      .useSession(split.candidate, async (served) => {
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        return infer(served, rows);
-      })
-      .then(
-        (answer) => {
-          metrics.predictions.inc({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' }, rows.length);
-          metrics.latency.observe({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' }, answer.latencyMs / 1000);
-          logRows(requestId, split.candidate, 'shadow', split.rolloutId, rows, answer);
-        },
-        (err: unknown) => {
-          metrics.inferenceFailures.inc({ model: split.candidate.model, version: String(split.candidate.version), arm: 'shadow' });
-          logRows(requestId, split.candidate, 'shadow', split.rolloutId, rows, { error: (err as Error).message, latencyMs: performance.now() - started });
-        },
-      )
-      .finally(() => {
-        shadowInFlight--;
-      });
+    served.loaded.predict(rows).then(
+      (prediction) => {
+        const runMs = performance.now() - started;
+        let start = 0;
+        for (const copy of ready) {
+          const end = start + copy.rows.length;
+          scored(copy, outputsOf(prediction, start, end), (runMs * copy.rows.length) / rows.length);
+          start = end;
+        }
+        metrics.predictions.inc(labels, rows.length);
+        done();
+      },
+      async (err: unknown) => {
+        if (ready.length === 1) failed(ready[0]!, err, performance.now() - started);
+        else {
+          for (const copy of ready) {
+            const alone = performance.now();
+            try {
+              const prediction = await served.loaded.predict(copy.rows);
+              scored(copy, outputsOf(prediction, 0, copy.rows.length), performance.now() - alone);
+              metrics.predictions.inc(labels, copy.rows.length);
+            } catch (e) {
+              failed(copy, e, performance.now() - alone);
+            }
+          }
+        }
+        done();
+      },
+    );
   }
 
   async function predict(name: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
