@@ -372,9 +372,11 @@ export function buildServing(opts: ServingOptions): Serving {
    * request. If the batch fails, each copy is scored alone, so an error is logged against
    * the copy that caused it (and the others still get their answers).
    *
-   * Latency recorded per copy: the batch's run time × (rows of the copy / rows of the batch),
-   * the copy's share of the inference, not the whole batch's time (which would inflate the
-   * shadow arm's p95 by the batch size) and not the time it waited for the batch to fill.
+   * Latency recorded per copy: the whole batch's run time, i.e. how long the candidate took
+   * to produce this copy's answer (not the wait for the batch to fill). Amortising it over the
+   * batch would hide a candidate with a fixed cost per run (a slow model would look fast); the
+   * rollout's latency bound needs both a ratio and an absolute excess (default +5 ms), so the
+   * small batch overhead of a fast model never trips it.
    */
   function runShadowBatch(batch: ShadowBatch): void {
     if (shadowBatches.get(batch.served) === batch) shadowBatches.delete(batch.served);
@@ -411,7 +413,7 @@ export function buildServing(opts: ServingOptions): Serving {
         let start = 0;
         for (const copy of ready) {
           const end = start + copy.rows.length;
-          scored(copy, outputsOf(prediction, start, end), (runMs * copy.rows.length) / rows.length);
+          scored(copy, outputsOf(prediction, start, end), runMs);
           start = end;
         }
         metrics.predictions.inc(labels, rows.length);

@@ -199,6 +199,20 @@ describe('rollouts on real Temporal, MinIO and serving', () => {
     expect(shadowRows.every((r) => productionIds.has(r.requestId) && r.version === 2)).toBe(true);
   });
 
+  it('shadow: a candidate too slow to serve is rolled back on its measured latency, production untouched', async () => {
+    const model = 'shadow-slow';
+    const [, v2] = await twoVersions(model, BAD_MODELS.slow);
+    const load = traffic(model);
+    const handle = await startRollout(model, v2, deployment({ strategy: 'shadow', shadow: { duration: '20s', decisionTimeout: '1h' }, bounds: { minRequests: 10 }, validation: { maxLatencyMs: 5000 } }));
+    const result = await handle.result();
+    const answers = await load.stop();
+    expect(result.outcome).toBe('rolled_back');
+    expect(result.reason).toMatch(/shadow p95 latency .* exceeds production/);
+    expect(answers.filter((a) => a.status !== 200)).toEqual([]);
+    expect(new Set(answers.map((a) => a.arm))).toEqual(new Set(['production']));
+    expect(await env.registry.getAlias(model, 'production')).toMatchObject({ version: 1 });
+  });
+
   it('A/B: sticky assignment near the split; an abort leaves production as it was', async () => {
     const model = 'ab-test';
     const [, v2] = await twoVersions(model);
