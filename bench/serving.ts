@@ -42,7 +42,8 @@ import { Worker } from 'node:worker_threads';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { freePort, minioHealthy, startMinio, waitUntil, type ServerProcess } from '../src/dev/servers.js';
-import { parseModelMetadata, sha256Hex, type ModelMetadata } from '../src/eval/onnx-model.js';
+import { SESSION_OPTIONS, parseModelMetadata, sha256Hex, type ModelMetadata } from '../src/eval/onnx-model.js';
+import { fixtureVersionDraft } from '../test/helpers/fixture-model.js';
 import { createLogger } from '../src/logger.js';
 import { Registry } from '../src/registry/registry.js';
 import { ModelHost } from '../src/serving/model-host.js';
@@ -58,15 +59,6 @@ const CSV = fileURLToPath(new URL('../examples/credit-risk/data/credit-risk.csv'
 const TOKEN = 'bench-serving-token-0123456789abcdef';
 /** Distinct request bodies each connection cycles through. */
 const BODY_ROWS = 256;
-/** Same options as src/eval/onnx-model.ts opens every session with. */
-const SESSION_OPTIONS: InferenceSession.SessionOptions = {
-  executionProviders: ['cpu'],
-  intraOpNumThreads: 1,
-  interOpNumThreads: 1,
-  executionMode: 'sequential',
-  graphOptimizationLevel: 'all',
-  logSeverityLevel: 3,
-};
 const TARGETS = { rpsRatio: 0.8, p99AddedMs: 1, shadowCpuRatio: 1.3 };
 
 type Variant = 'conveyor' | 'bare' | 'run-only' | 'conveyor-shadow';
@@ -407,27 +399,9 @@ async function main(): Promise<void> {
     const metadataKey = keys.modelMetadata(sha256Hex(metadataBytes));
     await store.put(keys.modelBlob(modelSha), modelBytes);
     await store.put(metadataKey, metadataBytes);
-    const dataSha = sha256Hex(Buffer.from('data'));
+    // The same plausible lineage the tests register fixture versions with.
     const draft = (model: string, workflowId: string): VersionDraft => ({
-      schemaVersion: 1,
-      model,
-      task: 'classification',
-      target: 'default',
-      features: metadata.inputs.map((i) => i.name),
-      artifact: { sha256: modelSha, key: keys.modelBlob(modelSha), size: modelBytes.length, metadataKey, framework: 'scikit-learn', algorithm: 'logistic_regression' },
-      data: {
-        sha256: dataSha,
-        key: keys.dataset(dataSha),
-        source: 'credit-risk.csv',
-        format: 'csv',
-        size: 1,
-        profileKey: keys.profile(dataSha, sha256Hex(Buffer.from('schema'))),
-        rowCount: 4000,
-        split: { seed: 7, holdoutFraction: 0.25, trainKey: 't', holdoutKey: 'h', trainRows: 3000, holdoutRows: 1000 },
-      },
-      trainer: { kind: 'command', entry: 'train_sklearn.py', params: {}, codeHashes: {} },
-      code: { specHash: dataSha, gitCommit: null, gitDirty: false, pipelineFile: null },
-      evaluation: { reportKey: 'r', metrics: {}, gates: [], production: null },
+      ...fixtureVersionDraft({ model, artifact: { sha256: modelSha, key: keys.modelBlob(modelSha), size: modelBytes.length, metadataKey }, run: 'bench' }),
       run: { workflowId, runId: 'run-bench', submittedBy: 'bench' },
     });
     await registry.registerVersion(draft(MODEL, 'wf-bench'));

@@ -357,17 +357,7 @@ async function followPipeline(handle: WorkflowHandle, say: (line: string) => voi
   const rollout = new RolloutPrinter(say, traffic);
   while (!finished) {
     const status: PipelineStatus | undefined = await runStatus(handle).catch(() => undefined);
-    for (const stage of STAGES) {
-      const s = status?.stages[stage];
-      if (s?.state === 'running' && !seen.has(`${stage}:run`)) {
-        seen.add(`${stage}:run`);
-        say(`  … ${stage}`);
-      }
-      if ((s?.state === 'done' || s?.state === 'failed') && !seen.has(`${stage}:end`)) {
-        seen.add(`${stage}:end`);
-        say(`  ${s.state === 'done' ? '✓' : '✗'} ${stage.padEnd(9)} ${s.detail ?? ''}`);
-      }
-    }
+    printStages(status, seen, say);
     const waiting = status?.awaitingApproval;
     if (waiting && !seen.has('approve')) {
       seen.add('approve');
@@ -416,5 +406,20 @@ class RolloutPrinter {
     const a = status.lastAnalysis;
     if (a) once(`analysis:${a.at}`, `    analysis ${a.verdict}: ${a.summary} (requests: production ${a.requests.production}, candidate ${a.requests.candidate})`);
     if (status.outcome) once('outcome', `    rollout ${status.outcome}${status.reason ? `: ${status.reason}` : ''}`);
+  }
+}
+
+/** Prints each stage of a pipeline run once when it starts and once when it ends (shared with demo.ts). */
+export function printStages(status: PipelineStatus | undefined, seen: Set<string>, say: (line: string) => void): void {
+  for (const stage of STAGES) {
+    const s = status?.stages[stage];
+    if (s?.state === 'running' && !seen.has(`${stage}:run`)) {
+      seen.add(`${stage}:run`);
+      say(`  … ${stage}`);
+    }
+    if ((s?.state === 'done' || s?.state === 'failed') && !seen.has(`${stage}:end`)) {
+      seen.add(`${stage}:end`);
+      say(`  ${s.state === 'done' ? '✓' : '✗'} ${stage.padEnd(9)} ${s.detail ?? ''}`);
+    }
   }
 }

@@ -11,7 +11,7 @@ import { loadConfig } from '../src/config.js';
 import { devUp } from '../src/dev/dev-env.js';
 import { createLogger } from '../src/logger.js';
 import { runStatus, startPipeline, waitForRun } from '../src/runs.js';
-import { STAGES } from '../src/shared/constants.js';
+import { printStages } from './demo-drift.js';
 import { startServing } from '../src/serving/service.js';
 import { loadPipelineFile } from '../src/spec/load.js';
 import { createWorkers } from '../src/worker.js';
@@ -56,17 +56,7 @@ try {
   void result.finally(() => (finished = true));
   while (!finished) {
     const status = await runStatus(handle).catch(() => undefined);
-    for (const stage of STAGES) {
-      const s = status?.stages[stage];
-      if (s?.state === 'running' && !seen.has(`${stage}:run`)) {
-        seen.add(`${stage}:run`);
-        say(`  … ${stage}`);
-      }
-      if ((s?.state === 'done' || s?.state === 'failed') && !seen.has(`${stage}:end`)) {
-        seen.add(`${stage}:end`);
-        say(`  ${s.state === 'done' ? '✓' : '✗'} ${stage.padEnd(9)} ${s.detail ?? ''}`);
-      }
-    }
+    printStages(status, seen, say);
     await sleep(250);
   }
   const end = await result;

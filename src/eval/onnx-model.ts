@@ -129,7 +129,8 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-const SESSION_OPTIONS: InferenceSession.SessionOptions = {
+/** How every session is opened (one thread each: serving parallelism comes from requests, not from intra-op threads). */
+export const SESSION_OPTIONS: InferenceSession.SessionOptions = {
   executionProviders: ['cpu'],
   intraOpNumThreads: 1,
   interOpNumThreads: 1,

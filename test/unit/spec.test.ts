@@ -353,54 +353,49 @@ describe('canonicalJson and specHash', () => {
   });
 });
 
+/** The smallest valid spec, for the policy and deployment cases. */
+const tiny = {
+  name: 'm',
+  dataset: { source: '/d.csv' },
+  target: { column: 'y', task: 'classification' as const },
+  schema: { columns: { x: { type: 'float' as const }, y: { type: 'integer' as const } } },
+  trainer: { kind: 'command' as const, command: ['t'] },
+};
+
 describe('manual approval policy', () => {
-  const base = {
-    name: 'm',
-    dataset: { source: '/d.csv' },
-    target: { column: 'y', task: 'classification' as const },
-    schema: { columns: { x: { type: 'float' as const }, y: { type: 'integer' as const } } },
-    trainer: { kind: 'command' as const, command: ['t'] },
-  };
   it('needs reviewers or groups', () => {
-    expect(() => parsePipelineSpec({ ...base, approval: { mode: 'manual' } })).toThrow(/approval\.reviewers: manual approval needs reviewers or groups/);
+    expect(() => parsePipelineSpec({ ...tiny, approval: { mode: 'manual' } })).toThrow(/approval\.reviewers: manual approval needs reviewers or groups/);
   });
   it('refuses a quorum larger than the people who could approve', () => {
-    expect(() => parsePipelineSpec({ ...base, approval: { mode: 'manual', reviewers: ['a', 'b'], quorum: 3 } })).toThrow(/approval\.quorum: quorum 3 exceeds the 2 reviewers/);
+    expect(() => parsePipelineSpec({ ...tiny, approval: { mode: 'manual', reviewers: ['a', 'b'], quorum: 3 } })).toThrow(/approval\.quorum: quorum 3 exceeds the 2 reviewers/);
   });
   it('accepts a group quorum, reminders and escalation', () => {
-    const spec = parsePipelineSpec({ ...base, approval: { mode: 'manual', groups: ['risk'], quorum: 2, remindBefore: ['1h'], escalation: { after: '2h', groups: ['leads'] } } });
+    const spec = parsePipelineSpec({ ...tiny, approval: { mode: 'manual', groups: ['risk'], quorum: 2, remindBefore: ['1h'], escalation: { after: '2h', groups: ['leads'] } } });
     expect(spec.approval).toMatchObject({ quorum: 2, remindBefore: ['1h'], escalation: { after: '2h', groups: ['leads'], reviewers: [] } });
   });
   it('refuses a webhook that is not a URL', () => {
-    expect(() => parsePipelineSpec({ ...base, notifications: { webhooks: [{ url: 'not a url' }] } })).toThrow(/notifications\.webhooks\.0\.url/);
+    expect(() => parsePipelineSpec({ ...tiny, notifications: { webhooks: [{ url: 'not a url' }] } })).toThrow(/notifications\.webhooks\.0\.url/);
   });
 });
 
 describe('deployment strategies', () => {
-  const base = {
-    name: 'm',
-    dataset: { source: '/d.csv' },
-    target: { column: 'y', task: 'classification' as const },
-    schema: { columns: { x: { type: 'float' as const }, y: { type: 'integer' as const } } },
-    trainer: { kind: 'command' as const, command: ['t'] },
-  };
   it('fills the chosen strategy settings and leaves the others out', () => {
-    const canary = parsePipelineSpec({ ...base, deployment: { strategy: 'canary' } }).deployment;
+    const canary = parsePipelineSpec({ ...tiny, deployment: { strategy: 'canary' } }).deployment;
     expect(canary.canary).toEqual({ steps: [5, 25, 50, 100], bake: '10m' });
     expect(canary.shadow).toBeUndefined();
-    expect(parsePipelineSpec({ ...base, deployment: { strategy: 'shadow' } }).deployment.shadow).toEqual({ duration: '1h', decisionTimeout: '7d' });
-    expect(parsePipelineSpec({ ...base, deployment: { strategy: 'ab', ab: { split: 20 } } }).deployment.ab).toEqual({ split: 20, decisionTimeout: '14d' });
+    expect(parsePipelineSpec({ ...tiny, deployment: { strategy: 'shadow' } }).deployment.shadow).toEqual({ duration: '1h', decisionTimeout: '7d' });
+    expect(parsePipelineSpec({ ...tiny, deployment: { strategy: 'ab', ab: { split: 20 } } }).deployment.ab).toEqual({ split: 20, decisionTimeout: '14d' });
   });
   it('refuses canary steps that do not increase or do not end at 100', () => {
-    expect(() => parsePipelineSpec({ ...base, deployment: { strategy: 'canary', canary: { steps: [10, 5, 100] } } })).toThrow(/deployment\.canary\.steps: steps must increase/);
-    expect(() => parsePipelineSpec({ ...base, deployment: { strategy: 'canary', canary: { steps: [10, 50] } } })).toThrow(/deployment\.canary\.steps: the last step must be 100/);
+    expect(() => parsePipelineSpec({ ...tiny, deployment: { strategy: 'canary', canary: { steps: [10, 5, 100] } } })).toThrow(/deployment\.canary\.steps: steps must increase/);
+    expect(() => parsePipelineSpec({ ...tiny, deployment: { strategy: 'canary', canary: { steps: [10, 50] } } })).toThrow(/deployment\.canary\.steps: the last step must be 100/);
   });
   it('refuses settings for a strategy that is not chosen', () => {
-    expect(() => parsePipelineSpec({ ...base, deployment: { strategy: 'direct', canary: { bake: '1m' } } })).toThrow(/deployment\.canary: "canary" settings given but strategy is "direct"/);
+    expect(() => parsePipelineSpec({ ...tiny, deployment: { strategy: 'direct', canary: { bake: '1m' } } })).toThrow(/deployment\.canary: "canary" settings given but strategy is "direct"/);
   });
   it('refuses an unknown strategy, a split of 100 and a misspelled bound', () => {
-    expect(() => parsePipelineSpec({ ...base, deployment: { strategy: 'blue-green' } })).toThrow(/deployment\.strategy/);
-    expect(() => parsePipelineSpec({ ...base, deployment: { strategy: 'ab', ab: { split: 100 } } })).toThrow(/deployment\.ab\.split/);
-    expect(() => parsePipelineSpec({ ...base, deployment: { bounds: { minRequest: 3 } } })).toThrow(/deployment\.bounds/);
+    expect(() => parsePipelineSpec({ ...tiny, deployment: { strategy: 'blue-green' } })).toThrow(/deployment\.strategy/);
+    expect(() => parsePipelineSpec({ ...tiny, deployment: { strategy: 'ab', ab: { split: 100 } } })).toThrow(/deployment\.ab\.split/);
+    expect(() => parsePipelineSpec({ ...tiny, deployment: { bounds: { minRequest: 3 } } })).toThrow(/deployment\.bounds/);
   });
 });
