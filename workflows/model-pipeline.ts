@@ -1,5 +1,7 @@
 import {
   ApplicationFailure,
+  CancellationScope,
+  CancelledFailure,
   condition,
   log,
   proxyActivities,
@@ -303,6 +305,11 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
         throw err;
       }
       if (result.outcome !== 'promoted') {
+        // Cancelling this run cancelled its rollout, which undid its steps: the run was cancelled, not rolled back.
+        if (CancellationScope.current().consideredCancelled) {
+          status.outcome = RunOutcome.Cancelled;
+          throw new CancelledFailure(`run cancelled during its ${spec.deployment.strategy} rollout; the rollout was undone (${result.reason})`);
+        }
         notify('rolled_back', { model: spec.name, version: record.version, sha256: artifact.sha256, strategy: spec.deployment.strategy, outcome: result.outcome, reason: result.reason, rolloutId });
         throw ApplicationFailure.create({ type: ErrorType.RolledBack, nonRetryable: true, message: `${spec.deployment.strategy} rollout of ${spec.name}@${record.version} ${result.outcome.replace('_', ' ')}: ${result.reason}` });
       }

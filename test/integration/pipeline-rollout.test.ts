@@ -3,7 +3,9 @@ import { startPipeline, waitForRun } from '../../src/runs.js';
 import { RunOutcome } from '../../src/shared/errors.js';
 import { startServing, type RunningService } from '../../src/serving/service.js';
 import { startTestEnv, testLogger, type TestEnv } from '../helpers/stack.js';
-import { examplePipeline } from '../helpers/pipelines.js';
+import { examplePipeline, waitForStatus } from '../helpers/pipelines.js';
+import { rolloutStatusQuery, rolloutWorkflowId } from '../../workflows/rollout-messages.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { creditRows } from '../helpers/fixture-model.js';
 import { Traffic } from '../helpers/traffic.js';
 
@@ -47,5 +49,23 @@ describe('a pipeline deploying through a canary (real Temporal, MinIO, Python tr
     const rollouts = await env.registry.listRollouts('credit-risk');
     expect(rollouts[1]).toMatchObject({ version: 2, outcome: 'promoted', requestedBy: 'alice', steps: [{ step: 'canary-50', verdict: 'healthy' }, { step: 'canary-100', verdict: 'healthy' }] });
     expect(await env.registry.getAlias('credit-risk', 'production')).toMatchObject({ version: 2, strategy: 'canary', rolloutId: rollouts[1]!.rolloutId });
+  });
+
+  it('cancelling the run during its canary undoes the rollout and ends the run cancelled', async () => {
+    const pipeline = await examplePipeline((s) => ({
+      ...s,
+      deployment: { strategy: 'canary', canary: { steps: [50, 100], bake: '1h' }, analysisInterval: '1h' },
+    }));
+    const handle = await startPipeline(env.client, env.config, pipeline, { submittedBy: 'alice' });
+    await waitForStatus(handle, (s) => s.rollout !== undefined, 120_000);
+    const rollout = env.client.workflow.getHandle(rolloutWorkflowId('credit-risk'));
+    for (let i = 0; i < 100 && (await rollout.query(rolloutStatusQuery)).steps.length === 0; i++) await sleep(100);
+    expect(await env.registry.getTraffic('credit-risk')).toMatchObject({ mode: 'canary', percent: 50 });
+    await handle.cancel();
+    const end = await waitForRun(handle);
+    expect(end.outcome).toBe(RunOutcome.Cancelled);
+    expect(await rollout.result()).toMatchObject({ outcome: 'aborted', reason: 'rollout cancelled' });
+    expect(await env.registry.getTraffic('credit-risk')).toMatchObject({ mode: 'none', step: 'cleared' });
+    expect(await env.registry.getAlias('credit-risk', 'production')).toMatchObject({ version: 2 });
   });
 });
