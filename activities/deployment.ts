@@ -7,7 +7,7 @@ import { loadStoredModel } from '../src/eval/stored-model.js';
 import { AliasConflictError, TrafficOwnedError } from '../src/registry/registry.js';
 import { keys } from '../src/store/keys.js';
 import type { Arm } from '../src/serving/prediction-log.js';
-import { analyzeWindow } from '../src/rollout/analysis.js';
+import { analyzeWindow, type Verdict } from '../src/rollout/analysis.js';
 import type { ActivityDeps } from './deps.js';
 import { activityLogger, withHeartbeat, withScratchDir } from './context.js';
 import { classified } from './errors.js';
@@ -58,10 +58,9 @@ export interface AnalyzeRolloutInput {
   reportName?: string;
 }
 
-export type RolloutVerdict = 'healthy' | 'unhealthy' | 'insufficient';
 
 export interface RolloutAnalysis {
-  verdict: RolloutVerdict;
+  verdict: Verdict;
   summary: string;
   breaches: Array<{ measure: string; message: string }>;
   requests: { production: number; candidate: number };

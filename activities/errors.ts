@@ -3,6 +3,7 @@ import { ErrorType } from '../src/shared/errors.js';
 import { DataError } from '../src/data/load.js';
 import { ArtifactIntegrityError, InputValidationError, ModelSignatureError } from '../src/eval/onnx-model.js';
 import { InvalidNameError } from '../src/store/keys.js';
+import { NoProductionVersionError } from '../src/monitoring/monitor.js';
 
 /**
  * Turns known "will never succeed" errors into non-retryable failures with a
@@ -21,6 +22,10 @@ export function classify(err: unknown): unknown {
   }
   if (err instanceof InputValidationError) {
     return ApplicationFailure.create({ type: ErrorType.DataValidation, message: err.message, nonRetryable: true });
+  }
+  // Retried for as long as a store outage lasts elsewhere, but a model with nothing deployed stays so.
+  if (err instanceof NoProductionVersionError) {
+    return ApplicationFailure.create({ type: ErrorType.NoProductionVersion, message: err.message, nonRetryable: true });
   }
   if (err instanceof InvalidNameError) {
     return ApplicationFailure.create({ type: ErrorType.InvalidName, message: err.message, nonRetryable: true });

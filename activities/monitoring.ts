@@ -1,5 +1,4 @@
-import { ApplicationFailure, Context } from '@temporalio/activity';
-import { ErrorType } from '../src/shared/errors.js';
+import { Context } from '@temporalio/activity';
 import type { CodeVersion, RunTrigger } from '../src/shared/registry-types.js';
 import type { MonitoringSpec, PipelineSpec } from '../src/spec/schema.js';
 import { runMonitorWindow } from '../src/monitoring/monitor.js';
@@ -46,12 +45,6 @@ export function monitoringActivities(deps: ActivityDeps) {
               windowEnd: new Date(input.windowEnd),
               monitoring: input.monitoring,
               workDir: dir,
-            }).catch((err: unknown) => {
-              // Retried for as long as a store outage lasts, but a model with nothing deployed will not change by retrying.
-              if (err instanceof Error && /has no production version/.test(err.message)) {
-                throw ApplicationFailure.create({ type: ErrorType.InvalidName, nonRetryable: true, message: err.message });
-              }
-              throw err;
             });
             const level = result.verdict === 'decay' ? 'warn' : 'info';
             log[level]({ model: input.model, version: result.version, verdict: result.verdict, sampleSize: result.sampleSize, breaches: result.breaches.map((b) => b.message), resultKey: result.resultKey }, 'monitor window judged');

@@ -9,7 +9,6 @@ import {
   ParentClosePolicy,
   executeChild,
   patched,
-  startChild,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -31,7 +30,7 @@ import {
   type PipelineStatus,
 } from './messages.js';
 import { dataPreset, deploymentPreset, evaluationPreset, quickPreset, trainingPreset } from './presets.js';
-import { deliverNotification } from './notification.js';
+import { sendToWebhooks } from './notification.js';
 import { ApprovalBallot, approvalEvents } from './approval.js';
 import { rolloutWorkflow } from './rollout.js';
 import { rolloutWorkflowId } from './rollout-messages.js';
@@ -84,20 +83,7 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
   const webhooks = spec.notifications?.webhooks ?? [];
   /** Webhooks go out alongside the run, never blocking it; each delivery retries on its own. */
   const notify = (kind: WebhookEventKind, data: Record<string, unknown>): void => {
-    const targets = webhooks.filter((w) => !w.events || w.events.includes(kind));
-    if (!targets.length) return;
-    const event = { id: `${run.runId}-${kind}-${notifications.length}`, kind, occurredAt: new Date().toISOString(), data };
-    targets.forEach((target, i) => {
-      // One delivery workflow per receiver, abandoned when this run closes: a retry never
-      // re-sends to a receiver that has it, and a receiver that is down never holds up the run.
-      notifications.push(
-        startChild(deliverNotification, {
-          args: [{ url: target.url, event }],
-          workflowId: `notify-${event.id}-${i}`,
-          parentClosePolicy: ParentClosePolicy.ABANDON,
-        }).catch((err: unknown) => log.warn('webhook delivery not started', { kind, error: String(err) })),
-      );
-    });
+    notifications.push(...sendToWebhooks(webhooks, kind, `${run.runId}-${kind}-${notifications.length}`, data));
   };
 
   setHandler(statusQuery, () => status);

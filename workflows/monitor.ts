@@ -1,11 +1,11 @@
-import { ParentClosePolicy, log, proxyActivities, startChild, workflowInfo } from '@temporalio/workflow';
+import { log, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { PipelineActivities } from '../activities/index.js';
 import type { MonitorInput, RetrainTarget } from '../activities/monitoring.js';
 import { durationMs } from '../src/shared/duration.js';
 import { NON_RETRYABLE_ERROR_TYPES } from '../src/shared/errors.js';
 import type { MonitorResult } from '../src/monitoring/results.js';
 import { analysisPreset, quickPreset } from './presets.js';
-import { deliverNotification } from './notification.js';
+import { sendToWebhooks } from './notification.js';
 
 /**
  * A monitor window's activity retries for as long as a store outage may last: the window
@@ -71,14 +71,7 @@ export async function scheduledRetraining(input: { model: string; target: Retrai
   });
 }
 
-/** Webhooks of the model's spec, delivered by child workflows as in the pipeline (never holding this run up). */
-export async function notify(input: { model: string; target: RetrainTarget }, kind: 'monitor_breach' | 'retraining_started', data: Record<string, unknown>): Promise<void> {
-  const targets = (input.target.spec.notifications?.webhooks ?? []).filter((w) => !w.events || w.events.includes(kind));
-  const info = workflowInfo();
-  const event = { id: `${info.runId}-${kind}`, kind, occurredAt: new Date().toISOString(), data };
-  await Promise.allSettled(
-    targets.map((target, i) =>
-      startChild(deliverNotification, { args: [{ url: target.url, event }], workflowId: `notify-${event.id}-${i}`, parentClosePolicy: ParentClosePolicy.ABANDON }),
-    ),
-  );
+/** The model spec's webhooks for `kind`; `seq` tells apart several events of one kind in one run. */
+export async function notify(input: { model: string; target: RetrainTarget }, kind: 'monitor_breach' | 'retraining_started', data: Record<string, unknown>, seq = 0): Promise<void> {
+  await Promise.allSettled(sendToWebhooks(input.target.spec.notifications?.webhooks ?? [], kind, `${workflowInfo().runId}-${kind}-${seq}`, data));
 }

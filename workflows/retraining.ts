@@ -89,6 +89,7 @@ export async function retrainingController(input: { model: string; state?: Retra
       () => void (state.running = null),
       () => void (state.running = null),
     );
-    await notify({ model: input.model, target: request.target }, 'retraining_started', { model: input.model, workflowId, trigger: request.trigger });
+    // Several retrainings in one run each get their own delivery workflows.
+    await notify({ model: input.model, target: request.target }, 'retraining_started', { model: input.model, workflowId, trigger: request.trigger }, state.started);
   }
 }

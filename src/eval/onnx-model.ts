@@ -230,12 +230,11 @@ function toLabels(tensor: Tensor): ClassLabel[] {
   return Array.from(data as ArrayLike<number>);
 }
 
-/** The first label of a label tensor, as `toLabels` would give it. */
-function firstLabel(tensor: Tensor): ClassLabel {
-  const data = tensor.data;
-  if (Array.isArray(data)) return String(data[0]);
-  if (data instanceof BigInt64Array || data instanceof BigUint64Array) return Number(data[0]);
-  return (data as ArrayLike<number>)[0]!;
+/** Answers being gathered across a prediction's runs. */
+interface Gathered {
+  labels: ClassLabel[];
+  probabilities: Float32Array;
+  values: Float64Array;
 }
 
 class OnnxModel implements LoadedModel {
@@ -252,8 +251,8 @@ class OnnxModel implements LoadedModel {
     this.fetches = [outputs.label, task === 'classification' ? outputs.probabilities : outputs.value].filter((o): o is string => o !== undefined);
   }
 
-  /** `predict` for exactly one row: the same checks, tensors and answer, without the batching machinery. */
-  private async predictOne(row: Record<string, unknown>): Promise<Prediction> {
+  /** Feeds for exactly one row: no column buffers to build and slice (the serving hot path). */
+  private oneRowFeeds(row: Record<string, unknown>): Record<string, Tensor> {
     if (row === null || typeof row !== 'object') {
       throw new InputValidationError('(row)', 0, `expected an object, got ${row === null ? 'null' : typeof row}`);
     }
@@ -264,28 +263,26 @@ class OnnxModel implements LoadedModel {
           ? new Tensor('float32', Float32Array.of(toFloat(row[name], name, 0)), [1, 1])
           : new Tensor('string', [toCategory(row[name], name, 0)], [1, 1]);
     }
+    return feeds;
+  }
+
+  /** Runs one batch of `count` rows and puts its answers at row `start` of `into`, checking their shapes. */
+  private async runInto(feeds: Record<string, Tensor>, start: number, count: number, into: Gathered): Promise<void> {
     const result = await this.session.run(feeds, this.fetches);
     const { outputs, classes = [] } = this.metadata;
-    if (this.metadata.task !== 'classification') {
-      const out = result[outputs.value!]!;
-      if (out.data.length !== 1) throw new ModelSignatureError(`output "${outputs.value}" has shape [${out.dims}], expected [1]`);
-      return { task: 'regression', values: Float64Array.of((out.data as Float32Array | Float64Array)[0]!) };
-    }
-    const k = classes.length;
-    const proba = result[outputs.probabilities!]!;
-    if (proba.data.length !== k) throw new ModelSignatureError(`output "${outputs.probabilities}" has shape [${proba.dims}], expected [1, ${k}]`);
-    const probabilities = new Float32Array(k);
-    probabilities.set(proba.data as Float32Array);
-    let labels: ClassLabel[];
-    if (outputs.label) {
-      const tensor = result[outputs.label]!;
-      labels = tensor.data.length === 1 ? [firstLabel(tensor)] : toLabels(tensor);
+    if (this.metadata.task === 'classification') {
+      const k = classes.length;
+      const proba = result[outputs.probabilities!]!;
+      if (proba.data.length !== count * k) {
+        throw new ModelSignatureError(`output "${outputs.probabilities}" has shape [${proba.dims}], expected [${count}, ${k}]`);
+      }
+      into.probabilities.set(proba.data as Float32Array, start * k);
+      if (outputs.label) for (const label of toLabels(result[outputs.label]!)) into.labels.push(label);
     } else {
-      let best = 0;
-      for (let j = 1; j < k; j++) if (probabilities[j]! > probabilities[best]!) best = j;
-      labels = [classes[best]!];
+      const out = result[outputs.value!]!;
+      if (out.data.length !== count) throw new ModelSignatureError(`output "${outputs.value}" has shape [${out.dims}], expected [${count}]`);
+      into.values.set(out.data as Float32Array | Float64Array, start);
     }
-    return { task: 'classification', labels, probabilities, classes: [...classes] };
   }
 
   async predict(rows: Array<Record<string, unknown>>, opts: PredictOptions = {}): Promise<Prediction> {
@@ -294,44 +291,31 @@ class OnnxModel implements LoadedModel {
     if (!Number.isInteger(batchSize) || batchSize < 1) {
       throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
     }
-    if (rows.length === 1) return this.predictOne(rows[0]!);
-    const columns = buildColumns(rows, this.metadata);
     const { outputs, classes = [] } = this.metadata;
     const n = rows.length;
     const k = classes.length;
     const isClassifier = this.metadata.task === 'classification';
-    const labels: ClassLabel[] = [];
-    const probabilities = new Float32Array(isClassifier ? n * k : 0);
-    const values = new Float64Array(isClassifier ? 0 : n);
-    const fetches = this.fetches;
+    const into: Gathered = { labels: [], probabilities: new Float32Array(isClassifier ? n * k : 0), values: new Float64Array(isClassifier ? 0 : n) };
 
-    for (let start = 0; start < n; start += batchSize) {
-      const end = Math.min(n, start + batchSize);
-      const feeds: Record<string, Tensor> = {};
-      for (const [name, col] of columns) {
-        feeds[name] =
-          col instanceof Float32Array
-            ? new Tensor('float32', col.slice(start, end), [end - start, 1])
-            : new Tensor('string', col.slice(start, end), [end - start, 1]);
-      }
-      const result = await this.session.run(feeds, fetches);
-      if (isClassifier) {
-        const proba = result[outputs.probabilities!]!;
-        if (proba.data.length !== (end - start) * k) {
-          throw new ModelSignatureError(`output "${outputs.probabilities}" has shape [${proba.dims}], expected [${end - start}, ${k}]`);
+    if (n === 1) {
+      await this.runInto(this.oneRowFeeds(rows[0]!), 0, 1, into);
+    } else {
+      const columns = buildColumns(rows, this.metadata);
+      for (let start = 0; start < n; start += batchSize) {
+        const end = Math.min(n, start + batchSize);
+        const feeds: Record<string, Tensor> = {};
+        for (const [name, col] of columns) {
+          feeds[name] =
+            col instanceof Float32Array
+              ? new Tensor('float32', col.slice(start, end), [end - start, 1])
+              : new Tensor('string', col.slice(start, end), [end - start, 1]);
         }
-        probabilities.set(proba.data as Float32Array, start * k);
-        if (outputs.label) for (const label of toLabels(result[outputs.label]!)) labels.push(label);
-      } else {
-        const out = result[outputs.value!]!;
-        if (out.data.length !== end - start) {
-          throw new ModelSignatureError(`output "${outputs.value}" has shape [${out.dims}], expected [${end - start}]`);
-        }
-        values.set(out.data as Float32Array | Float64Array, start);
+        await this.runInto(feeds, start, end - start, into);
       }
     }
 
-    if (!isClassifier) return { task: 'regression', values };
+    if (!isClassifier) return { task: 'regression', values: into.values };
+    const { labels, probabilities } = into;
     if (!outputs.label) {
       for (let i = 0; i < n; i++) {
         let best = 0;

@@ -48,6 +48,14 @@ const QUALITY_MEASURES: ReadonlySet<MeasureName> = new Set<MeasureName>(['nullRa
  * Computes (or returns the stored) monitor result of one window for the model's
  * production version, and stores it create-if-absent at `keys.monitorResult`.
  */
+/** The model has no production version: there is nothing to monitor (not something a retry fixes). */
+export class NoProductionVersionError extends Error {
+  constructor(readonly model: string) {
+    super(`model "${model}" has no production version: nothing to monitor`);
+    this.name = 'NoProductionVersionError';
+  }
+}
+
 export async function runMonitorWindow(store: ArtifactStore, registry: Registry, options: MonitorWindowOptions): Promise<MonitorResult> {
   const { model, windowStart, windowEnd, monitoring } = options;
   const now = options.now ?? new Date();
@@ -59,7 +67,7 @@ export async function runMonitorWindow(store: ArtifactStore, registry: Registry,
   }
 
   const alias = await registry.getAlias(model, 'production');
-  if (alias === null) throw new Error(`model "${model}" has no production version: nothing to monitor`);
+  if (alias === null) throw new NoProductionVersionError(model);
   const record = await registry.getVersion(model, alias.version);
   const resultKey = keys.monitorResult(model, record.version, windowEnd);
   const stored = await readResult(store, resultKey);

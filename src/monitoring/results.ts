@@ -52,10 +52,10 @@ export interface MonitorResult {
 
 /** A model's monitor results, newest first (all versions unless one is named). */
 export async function listMonitorResults(store: ArtifactStore, model: string, opts: { version?: number; limit?: number } = {}): Promise<MonitorResult[]> {
-  const found = (await store.list(keys.monitorPrefix(model))).filter((k) => k.endsWith('.json'));
+  const prefix = opts.version === undefined ? keys.monitorPrefix(model) : keys.monitorVersionPrefix(model, opts.version);
+  const found = (await store.list(prefix)).filter((k) => k.endsWith('.json'));
   // Keys sort by version, then window end; order by window end across versions.
   const byEnd = found.map((k) => ({ k, end: k.slice(k.lastIndexOf('/') + 1) })).sort((a, b) => b.end.localeCompare(a.end));
-  const wanted = opts.version === undefined ? byEnd : byEnd.filter(({ k }) => k.includes(`/${String(opts.version).padStart(6, '0')}/`));
-  const limited = wanted.slice(0, opts.limit ?? 100);
+  const limited = byEnd.slice(0, opts.limit ?? 100);
   return Promise.all(limited.map(async ({ k }) => JSON.parse((await store.get(k)).toString('utf8')) as MonitorResult));
 }

@@ -1,5 +1,6 @@
 import type { DatasetProfile } from '../data/types.js';
-import type { GateResult, ModelVersionRecord, SplitRef } from '../shared/registry-types.js';
+import type { AliasRecord, GateResult, ModelVersionRecord, SplitRef } from '../shared/registry-types.js';
+import { ALIASES } from '../shared/constants.js';
 import type { ArtifactStore } from '../store/artifact-store.js';
 import type { Registry } from './registry.js';
 import { readVersionMeta, type VersionMeta } from './version-meta.js';
@@ -127,7 +128,7 @@ function errorMessage(err: unknown): string {
 export async function buildLineage(registry: Registry, store: ArtifactStore, model: string, version: number): Promise<Lineage> {
   const record = await registry.getVersion(model, version);
   const warnings: string[] = [];
-  const [profile, decision, deployments, meta, production] = await Promise.all([
+  const [profile, decision, deployments, meta] = await Promise.all([
     store.get(record.data.profileKey).then(
       (body) => summarizeProfile(JSON.parse(body.toString('utf8')) as DatasetProfile),
       (err: unknown) => {
@@ -138,8 +139,9 @@ export async function buildLineage(registry: Registry, store: ArtifactStore, mod
     registry.getDecision(model, version),
     registry.listDeployments(model),
     readVersionMeta(store, model, version),
-    registry.getAlias(model, 'production'),
   ]);
+  // Where production points now: its log's newest entry, already among the deployments read above.
+  const production = deployments.filter((d) => d.alias === ALIASES.production).reduce<AliasRecord | null>((a, d) => (a === null || d.seq > a.seq ? d : a), null);
   const mine = deployments.filter((d) => d.version === version);
   if (decision && decision.sha256 !== record.artifact.sha256) {
     warnings.push(`decision was recorded for artifact ${decision.sha256}, but the version's artifact is ${record.artifact.sha256}`);

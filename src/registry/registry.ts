@@ -168,11 +168,38 @@ export class Registry {
     throw new Error(`could not allocate a version of ${draft.model} after ${MAX_ALLOCATION_ATTEMPTS} attempts`);
   }
 
-  /** Newest entries of an alias's log, newest first. */
-  private async aliasLog(model: string, alias: string, limit = Infinity): Promise<AliasRecord[]> {
-    const found = (await this.store.list(keys.aliasPrefix(model, alias))).filter((k) => k.endsWith('.json'));
+  private async readJson<T>(key: string): Promise<T> {
+    return JSON.parse((await this.store.get(key)).toString('utf8')) as T;
+  }
+
+  /**
+   * The newest `limit` records of an append-only log (alias or traffic split), newest first.
+   * Entry keys are zero-padded sequence numbers, so listing order is log order.
+   */
+  private async newestEntries<T>(prefix: string, limit = Infinity): Promise<T[]> {
+    const found = (await this.store.list(prefix)).filter((k) => k.endsWith('.json'));
     const newest = found.slice(-Math.min(limit, found.length)).reverse();
-    return Promise.all(newest.map(async (k) => JSON.parse((await this.store.get(k)).toString('utf8')) as AliasRecord));
+    return Promise.all(newest.map((k) => this.readJson<T>(k)));
+  }
+
+  /** Every JSON record under a prefix, in listing order. */
+  private async readAll<T>(prefix: string): Promise<T[]> {
+    return this.newestEntries<T>(prefix).then((newestFirst) => newestFirst.reverse());
+  }
+
+  /** Writes a record once (create-if-absent); if it is already there, the stored record is returned. */
+  private async createOnce<T>(key: string, record: T): Promise<{ created: boolean; stored: T }> {
+    try {
+      await this.store.put(key, json(record), { ifAbsent: true, contentType: 'application/json' });
+      return { created: true, stored: record };
+    } catch (err) {
+      if (!(err instanceof PreconditionFailedError)) throw err;
+      return { created: false, stored: await this.readJson<T>(key) };
+    }
+  }
+
+  private aliasLog(model: string, alias: string, limit = Infinity): Promise<AliasRecord[]> {
+    return this.newestEntries<AliasRecord>(keys.aliasPrefix(model, alias), limit);
   }
 
   async getAlias(model: string, alias: string): Promise<AliasRecord | null> {
@@ -234,16 +261,9 @@ export class Registry {
     return next;
   }
 
-  /** The alias's entries, newest first (at most `limit`). */
-  async aliasHistory(model: string, alias: string, limit = RECENT_SCAN): Promise<AliasRecord[]> {
-    return this.aliasLog(model, alias, limit);
-  }
-
   /** The model's current traffic split; null when none was ever set (production only). */
   async getTraffic(model: string): Promise<TrafficRecord | null> {
-    const found = (await this.store.list(keys.trafficPrefix(model))).filter((k) => k.endsWith('.json'));
-    const last = found.at(-1);
-    return last ? (JSON.parse((await this.store.get(last)).toString('utf8')) as TrafficRecord) : null;
+    return (await this.newestEntries<TrafficRecord>(keys.trafficPrefix(model), 1))[0] ?? null;
   }
 
   /**
@@ -254,17 +274,17 @@ export class Registry {
    */
   async setTraffic(entry: Omit<TrafficRecord, 'seq' | 'updatedAt'>, opts: { now?: Date; force?: boolean } = {}): Promise<TrafficRecord> {
     checkName('model', entry.model);
+    if (entry.candidate) {
+      const record = await this.getVersion(entry.model, entry.candidate.version);
+      if (record.artifact.sha256 !== entry.candidate.sha256) {
+        throw new Error(`${entry.model}@${entry.candidate.version} has artifact ${record.artifact.sha256.slice(0, 12)}, not ${entry.candidate.sha256.slice(0, 12)}`);
+      }
+    }
     for (let attempt = 0; attempt < MAX_ALLOCATION_ATTEMPTS; attempt++) {
       const current = await this.getTraffic(entry.model);
       if (current && current.rolloutId === entry.rolloutId && current.step === entry.step) return current;
       const owned = current && current.mode !== 'none' && current.rolloutId !== entry.rolloutId;
       if (owned && !opts.force) throw new TrafficOwnedError(entry.model, current.rolloutId);
-      if (entry.candidate) {
-        const record = await this.getVersion(entry.model, entry.candidate.version);
-        if (record.artifact.sha256 !== entry.candidate.sha256) {
-          throw new Error(`${entry.model}@${entry.candidate.version} has artifact ${record.artifact.sha256.slice(0, 12)}, not ${entry.candidate.sha256.slice(0, 12)}`);
-        }
-      }
       const next: TrafficRecord = { ...entry, seq: (current?.seq ?? 0) + 1, updatedAt: (opts.now ?? new Date()).toISOString() };
       try {
         await this.store.put(keys.trafficEntry(entry.model, next.seq), json(next), { ifAbsent: true, contentType: 'application/json' });
@@ -278,43 +298,27 @@ export class Registry {
 
   /** Stores a finished rollout's record; writing the same rollout again keeps the first record. */
   async recordRollout(record: RolloutRecord): Promise<RolloutRecord> {
-    const key = keys.rollout(record.model, record.rolloutId);
-    try {
-      await this.store.put(key, json(record), { ifAbsent: true, contentType: 'application/json' });
-      return record;
-    } catch (err) {
-      if (!(err instanceof PreconditionFailedError)) throw err;
-      return JSON.parse((await this.store.get(key)).toString('utf8')) as RolloutRecord;
-    }
+    return (await this.createOnce(keys.rollout(record.model, record.rolloutId), record)).stored;
   }
 
   /** Finished rollouts of a model, oldest first. */
   async listRollouts(model: string): Promise<RolloutRecord[]> {
-    const found = (await this.store.list(keys.rolloutsPrefix(model))).filter((k) => k.endsWith('.json'));
-    const records = await Promise.all(found.map(async (k) => JSON.parse((await this.store.get(k)).toString('utf8')) as RolloutRecord));
+    const records = await this.readAll<RolloutRecord>(keys.rolloutsPrefix(model));
     return records.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
   }
 
   /** Every alias move of a model (all aliases), oldest first. */
   async listDeployments(model: string, alias?: string): Promise<DeploymentRecord[]> {
     const prefix = alias ? keys.aliasPrefix(model, alias) : keys.aliasesPrefix(model);
-    const found = (await this.store.list(prefix)).filter((k) => k.endsWith('.json'));
-    const records = await Promise.all(found.map(async (k) => JSON.parse((await this.store.get(k)).toString('utf8')) as DeploymentRecord));
+    const records = await this.readAll<DeploymentRecord>(prefix);
     return records.sort((a, b) => a.deployedAt.localeCompare(b.deployedAt) || a.seq - b.seq);
   }
 
   /** A version is decided once; a second, different decision is refused. */
   async recordDecision(record: DecisionRecord): Promise<DecisionRecord> {
-    const key = keys.decision(record.model, record.version);
-    try {
-      await this.store.put(key, json(record), { ifAbsent: true, contentType: 'application/json' });
-      return record;
-    } catch (err) {
-      if (!(err instanceof PreconditionFailedError)) throw err;
-      const existing = JSON.parse((await this.store.get(key)).toString('utf8')) as DecisionRecord;
-      if (existing.run.runId === record.run.runId && existing.decision === record.decision) return existing;
-      throw new Error(`${record.model}@${record.version} was already ${existing.decision} at ${existing.decidedAt}`);
-    }
+    const { created, stored: existing } = await this.createOnce(keys.decision(record.model, record.version), record);
+    if (created || (existing.run.runId === record.run.runId && existing.decision === record.decision)) return existing;
+    throw new Error(`${record.model}@${record.version} was already ${existing.decision} at ${existing.decidedAt}`);
   }
 
   async getDecision(model: string, version: number): Promise<DecisionRecord | null> {

@@ -104,7 +104,6 @@ interface HistogramPlan {
   binExpr: string;
 }
 
-/** Bins shared by all arms, so their histograms can be compared. */
 /**
  * Bin edges for regression outputs when none are given: production's deciles in the
  * window (deduplicated), so the candidate is binned on the distribution it must match.
@@ -122,6 +121,7 @@ async function productionDeciles(conn: DuckDBConnection, ok: string, params: (nu
   return unique.length > 0 ? unique : [0];
 }
 
+/** Bins shared by all arms, so their histograms can be compared. */
 async function histogramPlan(conn: DuckDBConnection, where: string, params: (number | string)[], edges: readonly number[] | undefined): Promise<HistogramPlan> {
   const ok = `${where} AND NOT ${FAILED}`;
   const [kinds] = await rows(
@@ -280,7 +280,7 @@ export function compareArms(baseline: ArmStats, candidate: ArmStats, bounds: Rol
           baseline: baseline.errorRate,
           candidate: candidate.errorRate,
           bound: errorBound,
-          message: `${candidate.arm} error rate ${pct(candidate.errorRate)} (${candidate.errors}/${candidate.rows} rows) exceeds ${baseline.arm} ${pct(baseline.errorRate)} + ${pct(bounds.maxErrorRateIncrease)}`,
+          message: `${candidate.arm} error rate ${pct(candidate.errorRate)} (${candidate.errors}/${candidate.requests} requests) exceeds ${baseline.arm} ${pct(baseline.errorRate)} + ${pct(bounds.maxErrorRateIncrease)}`,
         }
       : undefined;
 

@@ -11,6 +11,8 @@ export interface ServedModel {
   version: number;
   sha256: string;
   loaded: LoadedModel;
+  /** The model's input names, for per-request signature checks. */
+  inputNames: ReadonlySet<string>;
   inFlight: number;
   loadedAt: string;
   /** Set when no route uses it any more: released as soon as its last request finishes. */
@@ -56,7 +58,8 @@ const sessionKey = (version: number, sha256: string, onThread: boolean): string 
 export class ModelHost {
   private readonly routes = new Map<string, ModelRoute>();
   private readonly sessions = new Map<string, Map<string, ServedModel>>();
-  private readonly failedLoads = new Map<string, string>();
+  /** Per model, the sessions (version and hash) whose artifact was refused: never retried. */
+  private readonly failedLoads = new Map<string, Set<string>>();
   private refreshing: Promise<void> | undefined;
   ready = false;
 
@@ -145,21 +148,21 @@ export class ModelHost {
     const key = sessionKey(version, sha256, onThread);
     const existing = this.sessions.get(model)?.get(key);
     if (existing) return existing;
-    if (this.failedLoads.get(model)?.includes(`|${key}|`)) return undefined;
+    if (this.failedLoads.get(model)?.has(key)) return undefined;
     try {
       const record = await this.registry.getVersion(model, version);
       if (record.artifact.sha256 !== sha256) throw new ArtifactIntegrityError(sha256, record.artifact.sha256);
       const loaded = await loadStoredModel(this.store, record.artifact, { onThread });
       const warmup = Object.fromEntries(loaded.metadata.inputs.map((i) => [i.name, i.type === 'float' ? 0 : MISSING_CATEGORY]));
       await loaded.predict([warmup]);
-      const served: ServedModel = { model, version, sha256, loaded, inFlight: 0, loadedAt: new Date().toISOString() };
+      const served: ServedModel = { model, version, sha256, loaded, inputNames: new Set(loaded.metadata.inputs.map((i) => i.name)), inFlight: 0, loadedAt: new Date().toISOString() };
       let byKey = this.sessions.get(model);
       if (!byKey) this.sessions.set(model, (byKey = new Map()));
       byKey.set(key, served);
       return served;
     } catch (err) {
       const permanent = err instanceof ArtifactIntegrityError || err instanceof ModelSignatureError;
-      if (permanent) this.failedLoads.set(model, `${this.failedLoads.get(model) ?? ''}|${key}|`);
+      if (permanent) this.failedLoads.set(model, (this.failedLoads.get(model) ?? new Set()).add(key));
       this.logger.error(
         { model, version, err: (err as Error).message, permanent },
         permanent ? 'refusing to serve this version; routes keep their current sessions' : 'could not load version yet; will retry',

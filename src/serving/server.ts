@@ -32,11 +32,9 @@ export function bucket(rolloutId: string, key: string): number {
 
 /** Missing and unknown features are refused against production's signature, before any arm runs. */
 function checkSignature(served: ServedModel, rows: Row[]): void {
-  const inputs = served.loaded.metadata.inputs.map((i) => i.name);
   for (const [index, row] of rows.entries()) {
-    const missing = inputs.find((n) => !(n in row));
-    if (missing) throw new InputValidationError(missing, index, 'missing feature');
-    const extra = Object.keys(row).find((k) => !inputs.includes(k));
+    for (const name of served.inputNames) if (!(name in row)) throw new InputValidationError(name, index, 'missing feature');
+    const extra = Object.keys(row).find((k) => !served.inputNames.has(k));
     if (extra) throw new InputValidationError(extra, index, 'unknown feature');
   }
 }
@@ -297,9 +295,8 @@ export function buildServing(opts: ServingOptions): Serving {
     if (missing) throw new Error(`${served.model}@${served.version} needs feature "${missing.name}", which production's signature does not have`);
   }
 
-  /** Runs a session on rows already checked against production's signature, and shapes its answers. */
+  /** Runs a session on rows already checked against its signature (production's, or `checkCandidateInputs`), and shapes its answers. */
   async function infer(served: ServedModel, rows: Row[]): Promise<{ predictions: PredictionOutput[]; latencyMs: number }> {
-    checkCandidateInputs(served, rows);
     const started = performance.now();
     const prediction = await served.loaded.predict(rows);
     const latencyMs = performance.now() - started;
@@ -474,7 +471,10 @@ export function buildServing(opts: ServingOptions): Serving {
         const arm: Arm = split.mode === 'canary' ? 'canary' : 'challenger';
         const started = performance.now();
         try {
-          return { served: split.candidate, arm, answer: await opts.host.useSession(split.candidate, (served) => infer(served, rows)) };
+          return { served: split.candidate, arm, answer: await opts.host.useSession(split.candidate, (served) => {
+            checkCandidateInputs(served, rows);
+            return infer(served, rows);
+          }) };
         } catch (err) {
           // The candidate failed: the caller still gets production's answer; the failure is
           // what the rollout's analysis counts (unless production refuses the input too).

@@ -16,6 +16,8 @@ export const ErrorType = {
   ApprovalExpired: 'ApprovalExpiredError',
   ArtifactIntegrity: 'ArtifactIntegrityError',
   InvalidName: 'InvalidNameError',
+  /** A model with nothing in production: nothing to monitor or roll back to, and retrying will not change that. */
+  NoProductionVersion: 'NoProductionVersionError',
   /** Pre-deployment validation refused the artifact (answers differ from evaluation, too slow, bad bytes). */
   DeploymentValidation: 'DeploymentValidationError',
   /** Another rollout owns the model's traffic split. */
@@ -33,6 +35,7 @@ export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
   ErrorType.GateFailed,
   ErrorType.ArtifactIntegrity,
   ErrorType.InvalidName,
+  ErrorType.NoProductionVersion,
   ErrorType.DeploymentValidation,
   ErrorType.TrafficOwned,
 ];

@@ -92,4 +92,5 @@ export const keys = {
     return `monitoring/${checkName('model', model)}/${versionSegment(version)}/${stamp}.json`;
   },
   monitorPrefix: (model: string) => `monitoring/${checkName('model', model)}/`,
+  monitorVersionPrefix: (model: string, version: number) => `monitoring/${checkName('model', model)}/${versionSegment(version)}/`,
 };
