@@ -132,7 +132,9 @@ class LoadGen {
   private constructor(private readonly child: ChildProcess) {}
 
   static async start(): Promise<LoadGen> {
-    const child = fork(fileURLToPath(import.meta.url), ['--loadgen'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // Not profiled with the server (--cpu-prof* flags are the server's): the load generator must not slow down under the profiler.
+    const execArgv = process.execArgv.filter((a) => !a.startsWith('--cpu-prof'));
+    const child = fork(fileURLToPath(import.meta.url), ['--loadgen'], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     await new Promise<void>((resolve, reject) => {
       child.once('message', () => resolve());
       child.once('exit', (code) => reject(new Error(`load generator exited with ${code}`)));

@@ -23,7 +23,7 @@ export interface TokenEntry extends Identity {
 export const TOKENS_ENV = 'CONVEYOR_API_TOKENS';
 export const MIN_TOKEN_LENGTH = 24;
 /** Bounds the work an unauthenticated caller can make us do per request. */
-const MAX_TOKEN_LENGTH = 512;
+export const MAX_TOKEN_LENGTH = 512;
 /** RFC 6750 b64token without "=" padding, which also keeps the env format's "=", ":", "|", "," unambiguous. */
 const TOKEN_PATTERN = /^[A-Za-z0-9._~+/-]+$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;

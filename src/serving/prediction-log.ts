@@ -59,54 +59,77 @@ export interface PredictionRequest {
   error?: string;
 }
 
+/** Initial size of a batch's byte buffer; it doubles as rows are added. */
+const INITIAL_BATCH_BYTES = 16 * 1024;
+
 /**
- * A row buffered by `appendRequest`: it points at its request's shared fields and is only
- * turned into its JSON line when its batch is written, so the request path allocates one
- * small object per row and serializes nothing.
+ * One batch of rows for one model and UTC hour, as NDJSON bytes. Rows are serialized when
+ * they are appended and copied into `bytes` at once, so the request path keeps no objects
+ * alive until the flush (serialized lines die young; parsed request bodies are not kept),
+ * and a flush only uploads a slice of memory.
  */
-class CompactRow {
+class Batch {
+  /** Chosen when the batch is sealed, so a retry of a write whose answer was lost is a no-op (create-if-absent). */
+  key: string | undefined;
+  bytes: Buffer = Buffer.allocUnsafe(INITIAL_BATCH_BYTES);
+  used = 0;
+  /** Byte offset where each row's line ends (after its newline). */
+  readonly ends: number[] = [];
+  /** Rows dropped from the front (memory bound): the body starts after them. */
+  firstRow = 0;
+
   constructor(
-    readonly request: PredictionRequest,
-    readonly rowIndex: number,
-    readonly features: Record<string, unknown>,
-    readonly output: PredictionOutput | null,
+    readonly model: string,
+    /** ISO time of the batch's first row: names its key (day and hour). */
+    readonly firstTime: string,
   ) {}
-}
 
-type BufferedRow = PredictionRecord | CompactRow;
-
-const heads = new WeakMap<PredictionRequest, string>();
-
-/** A request's shared fields as the start of its rows' JSON lines, in `PredictionRecord`'s key order. */
-function head(r: PredictionRequest): string {
-  let h = heads.get(r);
-  if (h === undefined) {
-    h =
-      `{"requestId":${JSON.stringify(r.requestId)},"time":${JSON.stringify(r.time)},"model":${JSON.stringify(r.model)},"version":${JSON.stringify(r.version)}` +
-      `,"sha256":${JSON.stringify(r.sha256)},"arm":${JSON.stringify(r.arm)}${r.rolloutId ? `,"rolloutId":${JSON.stringify(r.rolloutId)}` : ''},"latencyMs":${JSON.stringify(r.latencyMs)},"rowIndex":`;
-    heads.set(r, h);
+  get rows(): number {
+    return this.ends.length - this.firstRow;
   }
-  return h;
+
+  /** Appends one JSON line (a newline is added). */
+  push(line: string): void {
+    // A UTF-16 code unit is at most 3 bytes of UTF-8.
+    const need = this.used + line.length * 3 + 1;
+    if (need > this.bytes.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, this.bytes.length * 2));
+      this.bytes.copy(grown, 0, 0, this.used);
+      this.bytes = grown;
+    }
+    this.used += this.bytes.write(line, this.used, 'utf8');
+    this.bytes[this.used++] = 0x0a;
+    this.ends.push(this.used);
+  }
+
+  dropFront(n: number): void {
+    this.firstRow += n;
+  }
+
+  /** The NDJSON body of the rows not dropped (a view of `bytes`, which a sealed batch never changes). */
+  body(): Buffer {
+    const start = this.firstRow === 0 ? 0 : this.ends[this.firstRow - 1]!;
+    return this.bytes.subarray(start, this.used);
+  }
 }
 
-/** One JSON line (without the newline); a compact row comes out exactly as its `PredictionRecord` would. */
-function serialize(row: BufferedRow): string {
-  if (!(row instanceof CompactRow)) return JSON.stringify(row);
-  const r = row.request;
-  const tail = r.error !== undefined ? `null,"error":${JSON.stringify(r.error)}}` : `${JSON.stringify(row.output)}}`;
-  return `${head(r)}${JSON.stringify(row.rowIndex)},"features":${JSON.stringify(row.features)},"output":${tail}`;
-}
-
-const modelOf = (row: BufferedRow): string => (row instanceof CompactRow ? row.request.model : row.model);
-const timeOf = (row: BufferedRow): string => (row instanceof CompactRow ? row.request.time : row.time);
-
-/** Rows serialized between yields to the event loop while a batch's body is built. */
-const SERIALIZE_CHUNK_ROWS = 64;
-
-interface Batch {
-  /** Chosen once, so a retry of a write whose answer was lost is a no-op (create-if-absent). */
-  key: string;
-  rows: BufferedRow[];
+/**
+ * A request's shared fields as the start of its rows' JSON objects (without the closing
+ * brace): one native `JSON.stringify` per request; `rolloutId` and `error` only when set.
+ */
+function head(r: PredictionRequest): string {
+  const fields = JSON.stringify({
+    requestId: r.requestId,
+    time: r.time,
+    model: r.model,
+    version: r.version,
+    sha256: r.sha256,
+    arm: r.arm,
+    rolloutId: r.rolloutId || undefined,
+    latencyMs: r.latencyMs,
+    error: r.error,
+  });
+  return fields.slice(0, -1);
 }
 
 /**
@@ -117,7 +140,10 @@ interface Batch {
  */
 export class PredictionLog {
   readonly options: PredictionLogOptions;
-  private buffer: BufferedRow[] = [];
+  /** Batches still taking rows, by model and UTC hour. */
+  private readonly open = new Map<string, Batch>();
+  private openRows = 0;
+  /** Sealed batches waiting to be written, oldest first. */
   private batches: Batch[] = [];
   private batchedRows = 0;
   private writing: Batch | undefined;
@@ -147,28 +173,49 @@ export class PredictionLog {
 
   /** Rows in memory, not yet written. */
   get pending(): number {
-    return this.buffer.length + this.batchedRows;
+    return this.openRows + this.batchedRows;
   }
 
   append(rows: readonly PredictionRecord[]): void {
-    for (const row of rows) this.buffer.push(row);
+    for (const row of rows) this.push(row.model, row.time, JSON.stringify(row));
     this.appended();
   }
 
   /**
    * Appends one request's rows: row i is written as a `PredictionRecord` with the request's
    * fields, `rowIndex` i, `features[i]` and `outputs[i]` (or `output: null` and the request's
-   * `error`). The objects are kept by reference and must not be changed afterwards.
+   * `error`). Serialized now; nothing passed in is kept.
    */
   appendRequest(request: PredictionRequest, features: readonly Record<string, unknown>[], outputs: readonly PredictionOutput[] | null): void {
-    for (let i = 0; i < features.length; i++) this.buffer.push(new CompactRow(request, i, features[i]!, outputs ? outputs[i]! : null));
+    const h = head(request);
+    for (let i = 0; i < features.length; i++) {
+      const output = outputs ? JSON.stringify(outputs[i]) : 'null';
+      this.push(request.model, request.time, `${h},"rowIndex":${i},"features":${JSON.stringify(features[i])},"output":${output}}`);
+    }
     this.appended();
+  }
+
+  private push(model: string, time: string, line: string): void {
+    const group = `${model}\n${time.slice(0, 13)}`;
+    let batch = this.open.get(group);
+    if (batch === undefined) this.open.set(group, (batch = new Batch(model, time)));
+    batch.push(line);
+    this.openRows++;
+    if (batch.rows >= this.options.flushRows) this.seal(group, batch);
+  }
+
+  private seal(group: string, batch: Batch): void {
+    this.open.delete(group);
+    this.openRows -= batch.rows;
+    batch.key = keys.predictionBatch(batch.model, new Date(batch.firstTime), randomBytes(6).toString('hex'));
+    this.batches.push(batch);
+    this.batchedRows += batch.rows;
   }
 
   private appended(): void {
     this.enforceBound();
     // After a failed write, size-triggered flushes wait for the timer rather than hammer a store that is down.
-    if (this.buffer.length >= this.options.flushRows && Date.now() >= this.retryAfter) void this.flush();
+    if (this.batches.length > (this.writing ? 1 : 0) && this.running === undefined && Date.now() >= this.retryAfter) void this.flush();
   }
 
   /** Writes everything appended so far (and retries earlier failures). Never rejects. */
@@ -199,13 +246,12 @@ export class PredictionLog {
   }
 
   private async writeAll(): Promise<void> {
-    this.cutBatches();
+    for (const [group, batch] of this.open) this.seal(group, batch);
     while (this.batches.length > 0) {
       const batch = this.batches[0]!;
       this.writing = batch;
-      const body = await this.serializeBatch(batch);
       try {
-        await this.store.put(batch.key, body, { ifAbsent: true, contentType: 'application/x-ndjson' });
+        await this.store.put(batch.key!, batch.body(), { ifAbsent: true, contentType: 'application/x-ndjson' });
       } catch (err) {
         // The key is this batch's own: if it exists, an earlier attempt landed and only its answer was lost.
         if (!(err instanceof PreconditionFailedError)) {
@@ -218,51 +264,13 @@ export class PredictionLog {
       this.writing = undefined;
       const at = this.batches.indexOf(batch);
       if (at >= 0) this.batches.splice(at, 1);
-      this.batchedRows -= batch.rows.length;
-      this.written += batch.rows.length;
+      this.batchedRows -= batch.rows;
+      this.written += batch.rows;
     }
     this.retryAfter = 0;
   }
 
-  /**
-   * A batch's NDJSON body, built a chunk of rows at a time with the event loop let run in
-   * between, so a flush does not hold requests up for the whole batch.
-   */
-  private async serializeBatch(batch: Batch): Promise<string> {
-    let body = '';
-    let i = 0;
-    // Rows are only ever dropped from the front of a batch that is not being written, so this one is stable.
-    while (i < batch.rows.length) {
-      const end = Math.min(batch.rows.length, i + SERIALIZE_CHUNK_ROWS);
-      for (; i < end; i++) body += serialize(batch.rows[i]!) + '\n';
-      if (i < batch.rows.length) await new Promise<void>((resolve) => setImmediate(resolve));
-    }
-    return body;
-  }
-
-  /** Moves the buffer into batches: one per model and UTC hour, at most `flushRows` rows each. */
-  private cutBatches(): void {
-    if (this.buffer.length === 0) return;
-    const rows = this.buffer;
-    this.buffer = [];
-    const groups = new Map<string, BufferedRow[]>();
-    for (const row of rows) {
-      const group = `${modelOf(row)}\n${timeOf(row).slice(0, 13)}`;
-      let list = groups.get(group);
-      if (!list) groups.set(group, (list = []));
-      list.push(row);
-    }
-    for (const list of groups.values()) {
-      for (let i = 0; i < list.length; i += this.options.flushRows) {
-        const chunk = list.slice(i, i + this.options.flushRows);
-        const first = chunk[0]!;
-        this.batches.push({ key: keys.predictionBatch(modelOf(first), new Date(timeOf(first)), randomBytes(6).toString('hex')), rows: chunk });
-        this.batchedRows += chunk.length;
-      }
-    }
-  }
-
-  /** Drops the oldest rows beyond the bound: failed batches first, then the buffer; never the batch being written. */
+  /** Drops the oldest rows beyond the bound: failed batches first, then open ones; never the batch being written. */
   private enforceBound(): void {
     let excess = this.pending - this.options.maxBufferedRows;
     if (excess <= 0) return;
@@ -270,17 +278,21 @@ export class PredictionLog {
     for (const batch of [...this.batches]) {
       if (excess <= 0) break;
       if (batch === this.writing) continue;
-      const n = Math.min(excess, batch.rows.length);
-      batch.rows.splice(0, n);
+      const n = Math.min(excess, batch.rows);
+      batch.dropFront(n);
       this.batchedRows -= n;
       excess -= n;
       dropped += n;
-      if (batch.rows.length === 0) this.batches.splice(this.batches.indexOf(batch), 1);
+      if (batch.rows === 0) this.batches.splice(this.batches.indexOf(batch), 1);
     }
-    if (excess > 0) {
-      const n = Math.min(excess, this.buffer.length);
-      this.buffer.splice(0, n);
+    for (const [group, batch] of this.open) {
+      if (excess <= 0) break;
+      const n = Math.min(excess, batch.rows);
+      batch.dropFront(n);
+      this.openRows -= n;
+      excess -= n;
       dropped += n;
+      if (batch.rows === 0) this.open.delete(group);
     }
     if (dropped > 0) {
       if (this.dropped === 0) this.logger.warn({ maxBufferedRows: this.options.maxBufferedRows }, 'prediction log buffer full; dropping the oldest rows');

@@ -1,5 +1,4 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { MIN_TOKEN_LENGTH, TokenStore, bearerToken, hashToken } from '../auth/tokens.js';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Logger } from '../logger.js';
@@ -9,6 +8,7 @@ import type { ArtifactStore } from '../store/artifact-store.js';
 import { keys } from '../store/keys.js';
 import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
 import { ServingMetrics, UNKNOWN_MODEL_LABEL } from './metrics.js';
+import { ServingTokens } from './tokens.js';
 import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionOutput, type PredictionRequest } from './prediction-log.js';
 
 type Row = Record<string, number | string | boolean | null>;
@@ -28,6 +28,18 @@ export function bucket(rolloutId: string, key: string): number {
     h = Math.imul(h, 0x01000193);
   }
   return (h >>> 0) % 10_000;
+}
+
+let lastNowMs = -1;
+let lastNowIso = '';
+/** The current time as ISO 8601, formatted once per millisecond (many requests share one). */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastNowMs) {
+    lastNowMs = ms;
+    lastNowIso = new Date(ms).toISOString();
+  }
+  return lastNowIso;
 }
 
 /** Missing and unknown features are refused against production's signature, before any arm runs. */
@@ -134,15 +146,6 @@ export interface Serving {
   predictionLog: PredictionLog | undefined;
 }
 
-/** Serving tokens go through the same hashed, timing-safe store as the governance API's. */
-function servingTokenStore(tokens: string[]): TokenStore {
-  if (tokens.length === 0) throw new Error('serving needs at least one API token (CONVEYOR_SERVE_TOKEN)');
-  tokens.forEach((t, i) => {
-    if (t.length < MIN_TOKEN_LENGTH) throw new Error(`serving token ${i + 1} is shorter than ${MIN_TOKEN_LENGTH} characters`);
-  });
-  return new TokenStore(tokens.map((t, i) => ({ sha256: hashToken(t), identity: 'serving-client', groups: [], source: `serving token ${i + 1}` })));
-}
-
 function zodError(error: z.ZodError): string {
   const issue = error.issues[0];
   return `${issue?.path.join('.') || 'body'}: ${issue?.message}`;
@@ -243,7 +246,7 @@ export function createServingApp(opts: ServingOptions): FastifyInstance {
 }
 
 export function buildServing(opts: ServingOptions): Serving {
-  const tokens = servingTokenStore(opts.tokens);
+  const tokens = new ServingTokens(opts.tokens);
   const app = Fastify({
     loggerInstance: opts.logger.child({ component: 'serving' }, { level: 'warn' }) as FastifyBaseLogger,
     bodyLimit: opts.bodyLimitBytes ?? 5 * 1024 * 1024,
@@ -269,12 +272,11 @@ export function buildServing(opts: ServingOptions): Serving {
   // Only the routes declared public skip it, and unmatched requests are 404s before any handler.
   // /metrics is authenticated too: its labels name the models being served.
   const PUBLIC_ROUTES = new Set(['/healthz', '/readyz']);
-  app.addHook('onRequest', async (req, reply) => {
+  // A callback hook, not an async one: no promise per request on the hot path.
+  app.addHook('onRequest', (req, reply, done) => {
     const route = req.routeOptions.url;
-    if (route !== undefined && PUBLIC_ROUTES.has(route)) return;
-    if (!tokens.authenticate(bearerToken(req.headers.authorization))) {
-      return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing or invalid bearer token' });
-    }
+    if ((route !== undefined && PUBLIC_ROUTES.has(route)) || tokens.accepts(req.headers.authorization)) return done();
+    void reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing or invalid bearer token' });
   });
 
   app.get('/metrics', async (_req, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
@@ -307,7 +309,7 @@ export function buildServing(opts: ServingOptions): Serving {
     if (!predictionLog) return;
     const request: PredictionRequest = {
       requestId,
-      time: new Date().toISOString(),
+      time: isoNow(),
       model: served.model,
       version: served.version,
       sha256: served.sha256,
