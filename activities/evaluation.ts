@@ -64,7 +64,7 @@ function evaluationSample(rows: Row[], features: string[], prediction: Predictio
   const sampleRows = rows.map((r) => Object.fromEntries(features.map((f) => [f, r[f] ?? null])));
   if (prediction.task === 'classification') {
     const k = prediction.classes.length;
-    return { features, rows: sampleRows, outputs: Array.from(prediction.probabilities.subarray(0, rows.length * k)), classes: prediction.classes };
+    return { features, rows: sampleRows, outputs: Array.from(prediction.probabilities.subarray(0, rows.length * k)), classes: [...prediction.classes] };
   }
   return { features, rows: sampleRows, outputs: Array.from(prediction.values.subarray(0, rows.length)) };
 }

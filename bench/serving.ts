@@ -35,7 +35,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem, availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
@@ -486,6 +486,8 @@ async function main(): Promise<void> {
     const cells = new Map<string, Cell>();
     const key = (v: Variant, c: number): string => `${v}@${c}`;
     const started = Date.now();
+    /** Measured windows on the monotonic clock (µs), which is also a --cpu-prof profile's: see BENCH_WINDOWS. */
+    const windows: Array<{ variant: Variant; concurrency: number; requests: number; startUs: number; endUs: number }> = [];
     const selected = opts.variants;
     const totalCells = opts.rounds * opts.concurrency.length * selected.length;
     let done = 0;
@@ -500,8 +502,14 @@ async function main(): Promise<void> {
           const cpu0 = process.cpuUsage();
           const t0 = procCpuMs(process.pid, process.pid);
           const m0 = procCpuMs(minioPid);
+          const w0 = process.hrtime.bigint();
+          const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+          loopDelay.enable();
           const res = await once(v, c, opts.duration);
+          loopDelay.disable();
+          if (process.env.BENCH_LOOP_DELAY) progress(`${v} c=${c}: event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(2)} ms, max ${(loopDelay.max / 1e6).toFixed(2)} ms`);
           const cpu = process.cpuUsage(cpu0);
+          windows.push({ variant: v, concurrency: c, requests: res.ok, startUs: Number(w0 / 1000n), endUs: Number(process.hrtime.bigint() / 1000n) });
           const t1 = procCpuMs(process.pid, process.pid);
           const m1 = procCpuMs(minioPid);
           const cell = cells.get(key(v, c)) ?? { requests: 0, seconds: 0, latencies: [], cpuMs: 0, mainThreadCpuMs: 0, minioCpuMs: 0 };
@@ -661,7 +669,7 @@ async function main(): Promise<void> {
       '',
     ];
     process.stdout.write(out.join('\n'));
-    process.stdout.write(`${JSON.stringify({ bench: 'serving', date: new Date().toISOString(), machine, code, options: opts, results: results.map((r) => ({ ...r })), ...(opts.shadow ? { shadow: { cpuCheck, versions: shadowVersions, results: shadowResults, total: shadowTotal } } : {}), predictionLog })}\n`);
+    process.stdout.write(`${JSON.stringify({ bench: 'serving', date: new Date().toISOString(), machine, code, options: opts, results: results.map((r) => ({ ...r })), ...(opts.shadow ? { shadow: { cpuCheck, versions: shadowVersions, results: shadowResults, total: shadowTotal } } : {}), predictionLog, windows })}\n`);
   } catch (err) {
     failed = true;
     throw err;

@@ -108,7 +108,8 @@ export class ModelSignatureError extends Error {
 }
 
 export type Prediction =
-  | { task: 'classification'; labels: ClassLabel[]; probabilities: Float32Array; classes: ClassLabel[] }
+  /** `classes` is the model's own list (metadata), shared by every prediction: not to be changed. */
+  | { task: 'classification'; labels: ClassLabel[]; probabilities: Float32Array; classes: readonly ClassLabel[] }
   | { task: 'regression'; values: Float64Array };
 
 export interface PredictOptions {
@@ -226,8 +227,11 @@ function buildColumns(rows: Array<Record<string, unknown>>, metadata: ModelMetad
 function toLabels(tensor: Tensor): ClassLabel[] {
   const data = tensor.data;
   if (Array.isArray(data)) return data.map(String);
-  if (data instanceof BigInt64Array || data instanceof BigUint64Array) return Array.from(data, (v) => Number(v));
-  return Array.from(data as ArrayLike<number>);
+  const out = new Array<ClassLabel>(data.length);
+  // A loop, not Array.from(data, fn): this runs for every served request.
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) for (let i = 0; i < data.length; i++) out[i] = Number(data[i]!);
+  else for (let i = 0; i < data.length; i++) out[i] = (data as ArrayLike<number>)[i]!;
+  return out;
 }
 
 /** Answers being gathered across a prediction's runs. */
@@ -323,7 +327,7 @@ class OnnxModel implements LoadedModel {
         labels.push(classes[best]!);
       }
     }
-    return { task: 'classification', labels, probabilities, classes: [...classes] };
+    return { task: 'classification', labels, probabilities, classes };
   }
 
   async release(): Promise<void> {

@@ -8,7 +8,7 @@ const ENTRY = new URL('./model-thread-entry.mjs', import.meta.url);
 export function fromWire(wire: WirePrediction, classes: readonly ClassLabel[]): Prediction {
   if (wire.task === 'regression') return { task: 'regression', values: wire.values };
   const labels = 'labels' in wire ? wire.labels : Array.from(wire.labelIndex, (j) => classes[j]!);
-  return { task: 'classification', labels, probabilities: wire.probabilities, classes: [...classes] };
+  return { task: 'classification', labels, probabilities: wire.probabilities, classes };
 }
 
 /**

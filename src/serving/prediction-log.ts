@@ -113,23 +113,9 @@ class Batch {
   }
 }
 
-/**
- * A request's shared fields as the start of its rows' JSON objects (without the closing
- * brace): one native `JSON.stringify` per request; `rolloutId` and `error` only when set.
- */
-function head(r: PredictionRequest): string {
-  const fields = JSON.stringify({
-    requestId: r.requestId,
-    time: r.time,
-    model: r.model,
-    version: r.version,
-    sha256: r.sha256,
-    arm: r.arm,
-    rolloutId: r.rolloutId || undefined,
-    latencyMs: r.latencyMs,
-    error: r.error,
-  });
-  return fields.slice(0, -1);
+/** The fields a route's requests share (`"model":…` to `"arm":…` and `"rolloutId"`), as JSON text. */
+function routeFields(r: PredictionRequest): string {
+  return `"model":${JSON.stringify(r.model)},"version":${JSON.stringify(r.version)},"sha256":${JSON.stringify(r.sha256)},"arm":${JSON.stringify(r.arm)}${r.rolloutId ? `,"rolloutId":${JSON.stringify(r.rolloutId)}` : ''}`;
 }
 
 /**
@@ -183,16 +169,29 @@ export class PredictionLog {
 
   /**
    * Appends one request's rows: row i is written as a `PredictionRecord` with the request's
-   * fields, `rowIndex` i, `features[i]` and `outputs[i]` (or `output: null` and the request's
-   * `error`). Serialized now; nothing passed in is kept.
+   * fields, `rowIndex` i, `features[i]` and the output whose JSON text is `outputs[i]` (or
+   * `output: null` and the request's `error`). Serialized now; nothing passed in is kept.
    */
-  appendRequest(request: PredictionRequest, features: readonly Record<string, unknown>[], outputs: readonly PredictionOutput[] | null): void {
-    const h = head(request);
+  appendRequest(request: PredictionRequest, features: readonly Record<string, unknown>[], outputs: readonly string[] | null): void {
+    const h = this.head(request);
     for (let i = 0; i < features.length; i++) {
-      const output = outputs ? JSON.stringify(outputs[i]) : 'null';
+      const output = outputs ? outputs[i]! : 'null';
       this.push(request.model, request.time, `${h},"rowIndex":${i},"features":${JSON.stringify(features[i])},"output":${output}}`);
     }
     this.appended();
+  }
+
+  /** The route fields of the last request, reused while requests keep coming on the same route (the usual case). */
+  private lastRoute: { model: string; version: number; sha256: string; arm: string; rolloutId: string | null; text: string } | undefined;
+
+  /** A request's shared fields as the start of its rows' JSON objects (without the closing brace); `rolloutId` and `error` only when set. */
+  private head(r: PredictionRequest): string {
+    let route = this.lastRoute;
+    if (route === undefined || route.model !== r.model || route.version !== r.version || route.sha256 !== r.sha256 || route.arm !== r.arm || route.rolloutId !== r.rolloutId) {
+      route = this.lastRoute = { model: r.model, version: r.version, sha256: r.sha256, arm: r.arm, rolloutId: r.rolloutId, text: routeFields(r) };
+    }
+    const error = r.error === undefined ? '' : `,"error":${JSON.stringify(r.error)}`;
+    return `{"requestId":${JSON.stringify(r.requestId)},"time":${JSON.stringify(r.time)},${route.text},"latencyMs":${JSON.stringify(r.latencyMs)}${error}`;
   }
 
   private push(model: string, time: string, line: string): void {

@@ -3,13 +3,13 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRepl
 import { z } from 'zod';
 import type { Logger } from '../logger.js';
 import { isValidName } from '../shared/names.js';
-import { InputValidationError, type Prediction } from '../eval/onnx-model.js';
+import { InputValidationError, type ClassLabel, type Prediction } from '../eval/onnx-model.js';
 import type { ArtifactStore } from '../store/artifact-store.js';
 import { keys } from '../store/keys.js';
 import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
 import { ServingMetrics, UNKNOWN_MODEL_LABEL } from './metrics.js';
 import { ServingTokens } from './tokens.js';
-import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionOutput, type PredictionRequest } from './prediction-log.js';
+import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionRequest } from './prediction-log.js';
 
 type Row = Record<string, number | string | boolean | null>;
 
@@ -30,16 +30,20 @@ export function bucket(rolloutId: string, key: string): number {
   return (h >>> 0) % 10_000;
 }
 
-let lastNowMs = -1;
-let lastNowIso = '';
-/** The current time as ISO 8601, formatted once per millisecond (many requests share one). */
-function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== lastNowMs) {
-    lastNowMs = ms;
-    lastNowIso = new Date(ms).toISOString();
+let nowSecond = -1;
+let nowPrefix = '';
+/**
+ * The current time as ISO 8601 (what `toISOString` gives), formatted once per second:
+ * within a second only the milliseconds change.
+ */
+export function isoNow(ms: number = Date.now()): string {
+  const second = Math.floor(ms / 1000);
+  if (second !== nowSecond) {
+    nowSecond = second;
+    nowPrefix = new Date(second * 1000).toISOString().slice(0, 20);
   }
-  return lastNowIso;
+  const milli = ms - second * 1000;
+  return `${nowPrefix}${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}Z`;
 }
 
 /** Missing and unknown features are refused against production's signature, before any arm runs. */
@@ -207,6 +211,12 @@ class LazyRequestLogger {
   }
 }
 
+/** An answer: each row's output as JSON text (see `outputsJson`) and the inference time. */
+interface Answer {
+  predictions: string[];
+  latencyMs: number;
+}
+
 interface ShadowCopy {
   requestId: string;
   rolloutId: string | null;
@@ -222,21 +232,39 @@ interface ShadowBatch {
   timer: NodeJS.Timeout;
 }
 
-/** Rows start..end of a prediction as the answers callers (and the prediction log) see. */
-function outputsOf(prediction: Prediction, start: number, end: number): PredictionOutput[] {
-  const out: PredictionOutput[] = new Array<PredictionOutput>(end - start);
+/** A finite number as JSON.stringify writes it; NaN and ±Infinity as null, as it does too. */
+function num(v: number): string {
+  return Number.isFinite(v) ? String(v) : 'null';
+}
+
+/** Each class's `"<name>":` key, per list of classes (a model's own list, shared by its predictions). */
+const classKeyCache = new WeakMap<readonly ClassLabel[], string[]>();
+
+function classKeys(classes: readonly ClassLabel[]): string[] {
+  let keys = classKeyCache.get(classes);
+  if (keys === undefined) classKeyCache.set(classes, (keys = classes.map((c) => `${JSON.stringify(String(c))}:`)));
+  return keys;
+}
+
+/**
+ * Rows start..end of a prediction as the JSON callers and the prediction log see, one text
+ * per row, built once and used by both: exactly what `JSON.stringify` gives for
+ * `{label, probabilities: {<class>: p}}` (classification) or `{value}` (regression).
+ */
+export function outputsJson(prediction: Prediction, start: number, end: number): string[] {
+  const out = new Array<string>(end - start);
   if (prediction.task !== 'classification') {
-    for (let i = start; i < end; i++) out[i - start] = { value: prediction.values[i]! };
+    for (let i = start; i < end; i++) out[i - start] = `{"value":${num(prediction.values[i]!)}}`;
     return out;
   }
   const { classes, probabilities, labels } = prediction;
-  const names = classes.map(String);
-  const k = names.length;
+  const keys = classKeys(classes);
+  const k = keys.length;
   for (let i = start; i < end; i++) {
-    let p: Record<string, number> = {};
-    if (names.includes('__proto__')) p = Object.fromEntries(names.map((c, j) => [c, probabilities[i * k + j]!]));
-    else for (let j = 0; j < k; j++) p[names[j]!] = probabilities[i * k + j]!;
-    out[i - start] = { label: labels[i]!, probabilities: p };
+    const label = labels[i]!;
+    let text = `{"label":${typeof label === 'number' ? num(label) : JSON.stringify(label)},"probabilities":{`;
+    for (let j = 0; j < k; j++) text += `${j === 0 ? '' : ','}${keys[j]!}${num(probabilities[i * k + j]!)}`;
+    out[i - start] = `${text}}}`;
   }
   return out;
 }
@@ -298,14 +326,14 @@ export function buildServing(opts: ServingOptions): Serving {
   }
 
   /** Runs a session on rows already checked against its signature (production's, or `checkCandidateInputs`), and shapes its answers. */
-  async function infer(served: ServedModel, rows: Row[]): Promise<{ predictions: PredictionOutput[]; latencyMs: number }> {
+  async function infer(served: ServedModel, rows: Row[]): Promise<Answer> {
     const started = performance.now();
     const prediction = await served.loaded.predict(rows);
     const latencyMs = performance.now() - started;
-    return { predictions: outputsOf(prediction, 0, rows.length), latencyMs };
+    return { predictions: outputsJson(prediction, 0, rows.length), latencyMs };
   }
 
-  function logRows(requestId: string, served: ServedModel, arm: Arm, rolloutId: string | null, rows: Row[], answer: { predictions: PredictionOutput[]; latencyMs: number } | { error: string; latencyMs: number }): void {
+  function logRows(requestId: string, served: ServedModel, arm: Arm, rolloutId: string | null, rows: Row[], answer: Answer | { error: string; latencyMs: number }): void {
     if (!predictionLog) return;
     const request: PredictionRequest = {
       requestId,
@@ -381,7 +409,7 @@ export function buildServing(opts: ServingOptions): Serving {
     if (shadowBatches.get(batch.served) === batch) shadowBatches.delete(batch.served);
     const { served, copies } = batch;
     const labels = { model: served.model, version: String(served.version), arm: 'shadow' as Arm };
-    const scored = (copy: ShadowCopy, predictions: PredictionOutput[], latencyMs: number): void => {
+    const scored = (copy: ShadowCopy, predictions: string[], latencyMs: number): void => {
       metrics.latency.observe(labels, latencyMs / 1000);
       logRows(copy.requestId, served, 'shadow', copy.rolloutId, copy.rows, { predictions, latencyMs });
     };
@@ -412,7 +440,7 @@ export function buildServing(opts: ServingOptions): Serving {
         let start = 0;
         for (const copy of ready) {
           const end = start + copy.rows.length;
-          scored(copy, outputsOf(prediction, start, end), runMs);
+          scored(copy, outputsJson(prediction, start, end), runMs);
           start = end;
         }
         metrics.predictions.inc(labels, rows.length);
@@ -425,7 +453,7 @@ export function buildServing(opts: ServingOptions): Serving {
             const alone = performance.now();
             try {
               const prediction = await served.loaded.predict(copy.rows);
-              scored(copy, outputsOf(prediction, 0, copy.rows.length), performance.now() - alone);
+              scored(copy, outputsJson(prediction, 0, copy.rows.length), performance.now() - alone);
               metrics.predictions.inc(labels, copy.rows.length);
             } catch (e) {
               failed(copy, e, performance.now() - alone);
@@ -506,16 +534,14 @@ export function buildServing(opts: ServingOptions): Serving {
     metrics.predictions.inc(labels, answer.predictions.length);
     metrics.latency.observe(labels, (performance.now() - requestStarted) / 1000);
     logRows(req.id, served, arm, split?.rolloutId ?? null, rows, answer);
-    return {
-      requestId: req.id,
-      model: served.model,
-      version: served.version,
-      arm,
-      sha256: served.sha256,
-      ...(split?.rolloutId && arm !== 'production' ? { rolloutId: split.rolloutId } : {}),
-      predictions: answer.predictions,
-      latencyMs: answer.latencyMs,
-    };
+    // Written out here rather than by fastify's serializer: each row's JSON is already built (and logged).
+    const rollout = split?.rolloutId && arm !== 'production' ? `,"rolloutId":${JSON.stringify(split.rolloutId)}` : '';
+    return reply
+      .header('content-type', 'application/json; charset=utf-8')
+      .send(
+        `{"requestId":${JSON.stringify(req.id)},"model":${JSON.stringify(served.model)},"version":${served.version},"arm":"${arm}","sha256":${JSON.stringify(served.sha256)}${rollout}` +
+          `,"predictions":[${answer.predictions.join(',')}],"latencyMs":${num(answer.latencyMs)}}`,
+      );
   }
 
   async function feedback(name: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {

@@ -79,7 +79,7 @@ export async function registerFixtureVersion(store: ArtifactStore, registry: Reg
   const loaded = await loadModel(bytes, sha, parseModelMetadata(JSON.parse(FIXTURE_METADATA_BYTES.toString('utf8'))));
   const prediction = await loaded.predict(rows).finally(() => loaded.release());
   if (prediction.task !== 'classification') throw new Error('fixture models are classifiers');
-  const sample: EvaluationSample = { features: [...FIXTURE_FEATURES], rows, outputs: Array.from(prediction.probabilities), classes: prediction.classes };
+  const sample: EvaluationSample = { features: [...FIXTURE_FEATURES], rows, outputs: Array.from(prediction.probabilities), classes: [...prediction.classes] };
   const reportKey = keys.runReport(model, `wf-${run}`, `run-${run}`, 'evaluation-1');
   await store.put(reportKey, JSON.stringify({ model, sample }), { contentType: 'application/json' });
   const draft = fixtureVersionDraft({ model, artifact: { sha256: sha, key: keys.modelBlob(sha), size: bytes.length, metadataKey }, run });

@@ -1,0 +1,151 @@
+import { describe, expect, it } from 'vitest';
+import type { Prediction } from '../../src/eval/onnx-model.js';
+import { createLogger } from '../../src/logger.js';
+import { PredictionLog, type PredictionRecord } from '../../src/serving/prediction-log.js';
+import { isoNow, outputsJson } from '../../src/serving/server.js';
+import { ServingTokens } from '../../src/serving/tokens.js';
+import type { PutOptions } from '../../src/store/artifact-store.js';
+import { MemoryArtifactStore } from '../../src/store/memory-store.js';
+
+const logger = createLogger({ level: 'silent', pretty: false });
+const A = 'serving-token-aaaaaaaaaaaaaaaaaaaa';
+const B = 'serving-token-bbbbbbbbbbbbbbbbbbbbbbbbbbbb';
+
+describe('serving tokens (constant-time comparison of plain-text tokens)', () => {
+  const tokens = new ServingTokens([A, B]);
+
+  it('accepts each configured token, with any case of the scheme and trailing blanks', () => {
+    expect(tokens.accepts(`Bearer ${A}`)).toBe(true);
+    expect(tokens.accepts(`bearer ${B} `)).toBe(true);
+  });
+
+  it('refuses a wrong token of the same length, a prefix, a longer token, other schemes and nothing', () => {
+    expect(tokens.accepts(`Bearer ${A.slice(0, -1)}b`)).toBe(false);
+    expect(tokens.accepts(`Bearer ${A.slice(0, -1)}`)).toBe(false);
+    expect(tokens.accepts(`Bearer ${A}x`)).toBe(false);
+    expect(tokens.accepts(`Basic ${A}`)).toBe(false);
+    expect(tokens.accepts(A)).toBe(false);
+    expect(tokens.accepts(undefined)).toBe(false);
+    expect(tokens.accepts('Bearer ' + 'x'.repeat(600))).toBe(false);
+  });
+
+  it('refuses a configuration without tokens or with a short token, naming which', () => {
+    expect(() => new ServingTokens([])).toThrow(/at least one API token/);
+    expect(() => new ServingTokens([A, 'short'])).toThrow(/serving token 2 is shorter than 24 characters/);
+  });
+});
+
+describe('isoNow', () => {
+  it('is toISOString, across millisecond, second and day boundaries', () => {
+    const base = Date.UTC(2026, 10, 23, 23, 59, 59, 0);
+    for (const ms of [0, 7, 99, 999, 1000, base, base + 5, base + 50, base + 999, base + 1000, base + 1001, Date.now()]) {
+      expect(isoNow(ms)).toBe(new Date(ms).toISOString());
+    }
+  });
+});
+
+describe('outputsJson (each row written once, for the answer and the log)', () => {
+  const classification = (classes: Array<number | string>, labels: Array<number | string>, probabilities: number[]): Prediction => ({
+    task: 'classification',
+    classes,
+    labels,
+    probabilities: Float32Array.from(probabilities),
+  });
+  /** What the rows were before: objects given to JSON.stringify. */
+  const expected = (p: Prediction, start: number, end: number): string[] => {
+    const out: string[] = [];
+    for (let i = start; i < end; i++) {
+      if (p.task === 'regression') out.push(JSON.stringify({ value: p.values[i] }));
+      else out.push(JSON.stringify({ label: p.labels[i], probabilities: Object.fromEntries(p.classes.map((c, j) => [String(c), p.probabilities[i * p.classes.length + j]])) }));
+    }
+    return out;
+  };
+
+  it('matches JSON.stringify of {label, probabilities} for numeric and string classes, any row range', () => {
+    const numeric = classification([0, 1], [1, 0, 1], [0.2, 0.8, 0.9, 0.1, 1 / 3, 2 / 3]);
+    expect(outputsJson(numeric, 0, 3)).toEqual(expected(numeric, 0, 3));
+    expect(outputsJson(numeric, 1, 3)).toEqual(expected(numeric, 1, 3));
+    const strings = classification(['no', 'yes "quoted"', 'ünïcode'], ['yes "quoted"'], [0.1, 0.7, 0.2]);
+    expect(outputsJson(strings, 0, 1)).toEqual(expected(strings, 0, 1));
+    for (const text of outputsJson(strings, 0, 1)) expect(JSON.parse(text)).toHaveProperty(['probabilities', 'ünïcode']);
+  });
+
+  it('writes NaN and infinite numbers as null, as JSON.stringify does', () => {
+    const odd = classification([0, 1], [0], [Number.NaN, Number.POSITIVE_INFINITY]);
+    expect(outputsJson(odd, 0, 1)).toEqual(expected(odd, 0, 1));
+    const regression: Prediction = { task: 'regression', values: Float64Array.from([1.5, Number.NEGATIVE_INFINITY, -0]) };
+    expect(outputsJson(regression, 0, 3)).toEqual(expected(regression, 0, 3));
+  });
+
+  it('keeps a class named __proto__ as an ordinary key', () => {
+    const p = classification(['__proto__', 'b'], ['b'], [0.25, 0.75]);
+    const [text] = outputsJson(p, 0, 1);
+    expect(Object.keys((JSON.parse(text!) as { probabilities: object }).probabilities)).toEqual(['__proto__', 'b']);
+  });
+});
+
+describe('prediction log byte buffers', () => {
+  const request = (requestId: string) => ({ requestId, time: '2026-11-23T17:00:00.000Z', model: 'm', version: 1, sha256: 'a'.repeat(64), arm: 'production' as const, rolloutId: null, latencyMs: 0.5 });
+
+  it('rows larger than the initial buffer and non-ASCII text come back exactly', async () => {
+    const store = new MemoryArtifactStore();
+    const log = new PredictionLog(store, logger, { flushIntervalMs: 60_000 });
+    const big = { text: 'x'.repeat(40_000), name: 'żółw 🐢 "quoted"\n' };
+    log.appendRequest(request('r1'), [big, { a: 1 }], ['{"value":1}', '{"value":2}']);
+    log.append([{ requestId: 'r2', rowIndex: 0, time: '2026-11-23T17:00:01.000Z', model: 'm', version: 1, sha256: 'a'.repeat(64), arm: 'production', features: { s: 'é' }, output: { value: 3 }, latencyMs: 1 }]);
+    await log.close();
+    const [key] = await store.list('predictions/');
+    const rows = (await store.get(key!)).toString('utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as PredictionRecord);
+    expect(rows.map((r) => [r.requestId, r.rowIndex, r.output])).toEqual([
+      ['r1', 0, { value: 1 }],
+      ['r1', 1, { value: 2 }],
+      ['r2', 0, { value: 3 }],
+    ]);
+    expect(rows[0]!.features).toEqual(big);
+    expect(rows[2]!.features).toEqual({ s: 'é' });
+  });
+
+  it('rows appended while a batch is being written go to a new batch; the body being written is not changed', async () => {
+    const bodies: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    class SlowStore extends MemoryArtifactStore {
+      override async put(key: string, body: Buffer | string, opts?: PutOptions): Promise<{ etag: string }> {
+        const text = body.toString();
+        await gate;
+        // The buffer handed to put must still hold exactly what it held when put was called.
+        expect(body.toString()).toBe(text);
+        bodies.push(text);
+        return super.put(key, body, opts);
+      }
+    }
+    const log = new PredictionLog(new SlowStore(), logger, { flushIntervalMs: 60_000 });
+    log.appendRequest(request('first'), [{ a: 1 }], ['{"value":1}']);
+    const flushing = log.flush();
+    for (let i = 0; i < 50; i++) log.appendRequest(request(`later-${i}`), [{ a: i }], [`{"value":${i}}`]);
+    release();
+    await flushing;
+    await log.close();
+    expect(bodies).toHaveLength(2);
+    expect(bodies[0]!.trimEnd().split('\n').map((l) => (JSON.parse(l) as PredictionRecord).requestId)).toEqual(['first']);
+    expect(bodies[1]!.trimEnd().split('\n')).toHaveLength(50);
+    expect(log.written).toBe(51);
+  });
+
+  it('writes rolloutId and error only when set', async () => {
+    const store = new MemoryArtifactStore();
+    const log = new PredictionLog(store, logger, { flushIntervalMs: 60_000 });
+    log.appendRequest(request('plain'), [{ a: 1 }], ['{"value":1}']);
+    log.appendRequest({ ...request('canary'), arm: 'canary', rolloutId: 'rollout-1', error: 'boom "x"' }, [{ a: 1 }], null);
+    await log.close();
+    const rows = (await Promise.all((await store.list('predictions/')).map(async (k) => (await store.get(k)).toString())))
+      .join('')
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as PredictionRecord);
+    const plain = rows.find((r) => r.requestId === 'plain')!;
+    const canary = rows.find((r) => r.requestId === 'canary')!;
+    expect('rolloutId' in plain || 'error' in plain).toBe(false);
+    expect(canary).toMatchObject({ arm: 'canary', rolloutId: 'rollout-1', error: 'boom "x"', output: null });
+  });
+});
