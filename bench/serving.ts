@@ -51,6 +51,7 @@ import type { ServingMetrics } from '../src/serving/metrics.js';
 import { buildServing } from '../src/serving/server.js';
 import { keys } from '../src/store/keys.js';
 import { MinioArtifactStore } from '../src/store/minio-store.js';
+import { ThreadedObjectWriter } from '../src/store/threaded-writer.js';
 import { percentile, ratio, table } from './stats.js';
 
 const MODEL = 'credit-risk';
@@ -428,7 +429,9 @@ async function main(): Promise<void> {
       const split = host.route(SHADOW_MODEL)?.split;
       if (split?.mode !== 'shadow' || split.candidate.version !== shadowVersions?.candidate) throw new Error(`ModelHost has no shadow split for ${SHADOW_MODEL}: ${JSON.stringify(host.list())}`);
     }
-    const serving = buildServing({ host, logger, tokens: [TOKEN], store });
+    // As `conveyor serve` runs it (src/serving/service.ts): log batches written from a thread of their own.
+    const s3 = { endPoint: '127.0.0.1', port, useSSL: false, accessKey, secretKey, bucket: 'conveyor', region: 'us-east-1' };
+    const serving = buildServing({ host, logger, tokens: [TOKEN], store, predictionLogWriter: new ThreadedObjectWriter(s3) });
     const conveyorUrl = await serving.app.listen({ host: '127.0.0.1', port: 0 });
 
     // --- bare and run-only share one session of the same model and options.

@@ -143,7 +143,8 @@ export class PredictionLog {
   written = 0;
 
   constructor(
-    private readonly store: ArtifactStore,
+    /** Where batches are written: the artifact store, or a writer on another thread (`ThreadedObjectWriter`). */
+    private readonly store: Pick<ArtifactStore, 'put'>,
     private readonly logger: Logger,
     options: Partial<PredictionLogOptions> = {},
     private readonly onDropped: (rows: number) => void = () => {},

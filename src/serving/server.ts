@@ -5,6 +5,7 @@ import type { Logger } from '../logger.js';
 import { isValidName } from '../shared/names.js';
 import { InputValidationError, type ClassLabel, type Prediction } from '../eval/onnx-model.js';
 import type { ArtifactStore } from '../store/artifact-store.js';
+import type { ObjectWriter } from '../store/threaded-writer.js';
 import { keys } from '../store/keys.js';
 import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
 import { ServingMetrics, UNKNOWN_MODEL_LABEL } from './metrics.js';
@@ -133,6 +134,12 @@ export interface ServingOptions {
    */
   store?: ArtifactStore;
   predictionLog?: Partial<PredictionLogOptions>;
+  /**
+   * Writes the prediction log's batches instead of `store` (the same bucket), e.g. a
+   * `ThreadedObjectWriter`, so hashing and uploading them stays off the event loop. Closed
+   * with the app, after the log's last flush.
+   */
+  predictionLogWriter?: ObjectWriter;
   /** Shadow copies allowed in flight at once (waiting in a batch or being scored); past it copies are skipped (and counted). */
   maxShadowInFlight?: number;
   /**
@@ -286,10 +293,14 @@ export function buildServing(opts: ServingOptions): Serving {
   const maxShadowInFlight = opts.maxShadowInFlight ?? 64;
   const metrics = new ServingMetrics(() => predictionLog?.pending ?? 0);
   if (opts.store) {
-    predictionLog = new PredictionLog(opts.store, opts.logger.child({ component: 'prediction-log' }), opts.predictionLog, (n) => metrics.logDropped.inc(n));
+    const writer = opts.predictionLogWriter;
+    predictionLog = new PredictionLog(writer ?? opts.store, opts.logger.child({ component: 'prediction-log' }), opts.predictionLog, (n) => metrics.logDropped.inc(n));
     const log = predictionLog;
     // Runs after in-flight requests have finished, so their rows are in the last batch.
-    app.addHook('onClose', async () => log.close());
+    app.addHook('onClose', async () => {
+      await log.close();
+      await writer?.close();
+    });
   }
 
   app.get('/healthz', async () => ({ status: 'ok' }));

@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import { Registry } from '../registry/registry.js';
 import { MinioArtifactStore } from '../store/minio-store.js';
+import { ThreadedObjectWriter } from '../store/threaded-writer.js';
 import { ModelHost } from './model-host.js';
 import type { ServingMetrics } from './metrics.js';
 import type { PredictionLog, PredictionLogOptions } from './prediction-log.js';
@@ -61,6 +62,8 @@ export async function startServing(
     logger,
     tokens: opts.tokens ?? servingTokens(config.home),
     store,
+    // The prediction log's batches are hashed and uploaded on a thread of their own.
+    predictionLogWriter: new ThreadedObjectWriter(config.s3),
     predictionLog: { ...predictionLogOptionsFromEnv(), ...opts.predictionLog },
   });
   const url = await app.listen({ host: config.serving.host, port: opts.port ?? config.serving.port });
