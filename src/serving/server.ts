@@ -420,8 +420,9 @@ export function buildServing(opts: ServingOptions): Serving {
     if (shadowBatches.get(batch.served) === batch) shadowBatches.delete(batch.served);
     const { served, copies } = batch;
     const labels = { model: served.model, version: String(served.version), arm: 'shadow' as Arm };
+    const series = metrics.seriesOf(served.model, served.version, 'shadow');
     const scored = (copy: ShadowCopy, predictions: string[], latencyMs: number): void => {
-      metrics.latency.observe(labels, latencyMs / 1000);
+      metrics.answered(series, copy.rows.length, latencyMs / 1000);
       logRows(copy.requestId, served, 'shadow', copy.rolloutId, copy.rows, { predictions, latencyMs });
     };
     const failed = (copy: ShadowCopy, err: unknown, latencyMs: number): void => {
@@ -454,7 +455,6 @@ export function buildServing(opts: ServingOptions): Serving {
           scored(copy, outputsJson(prediction, start, end), runMs);
           start = end;
         }
-        metrics.predictions.inc(labels, rows.length);
         done();
       },
       async (err: unknown) => {
@@ -465,7 +465,6 @@ export function buildServing(opts: ServingOptions): Serving {
             try {
               const prediction = await served.loaded.predict(copy.rows);
               scored(copy, outputsJson(prediction, 0, copy.rows.length), performance.now() - alone);
-              metrics.predictions.inc(labels, copy.rows.length);
             } catch (e) {
               failed(copy, e, performance.now() - alone);
             }
@@ -541,9 +540,7 @@ export function buildServing(opts: ServingOptions): Serving {
     });
     if ('invalid' in answered && answered.invalid) return fail(400, { error: answered.invalid.message, field: answered.invalid.field });
     const { served, arm, answer } = answered;
-    const labels = { model: served.model, version: String(served.version), arm };
-    metrics.predictions.inc(labels, answer.predictions.length);
-    metrics.latency.observe(labels, (performance.now() - requestStarted) / 1000);
+    metrics.answered(metrics.seriesOf(served.model, served.version, arm), answer.predictions.length, (performance.now() - requestStarted) / 1000);
     logRows(req.id, served, arm, split?.rolloutId ?? null, rows, answer);
     // Written out here rather than by fastify's serializer: each row's JSON is already built (and logged).
     const rollout = split?.rolloutId && arm !== 'production' ? `,"rolloutId":${JSON.stringify(split.rolloutId)}` : '';

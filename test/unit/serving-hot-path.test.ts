@@ -1,7 +1,9 @@
+import { Counter, Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import type { Prediction } from '../../src/eval/onnx-model.js';
 import { createLogger } from '../../src/logger.js';
 import { PredictionLog, type PredictionRecord } from '../../src/serving/prediction-log.js';
+import { ServingMetrics } from '../../src/serving/metrics.js';
 import { isoNow, outputsJson } from '../../src/serving/server.js';
 import { ServingTokens } from '../../src/serving/tokens.js';
 import type { PutOptions } from '../../src/store/artifact-store.js';
@@ -147,5 +149,44 @@ describe('prediction log byte buffers', () => {
     const canary = rows.find((r) => r.requestId === 'canary')!;
     expect('rolloutId' in plain || 'error' in plain).toBe(false);
     expect(canary).toMatchObject({ arm: 'canary', rolloutId: 'rollout-1', error: 'boom "x"', output: null });
+  });
+});
+
+describe('answer metrics counted on the request path', () => {
+  it('expose exactly what prom-client\'s Histogram and Counter would for the same requests, scrape after scrape', async () => {
+    const metrics = new ServingMetrics();
+    const reference = new Registry();
+    const histogram = new Histogram({
+      name: 'conveyor_prediction_latency_seconds',
+      help: 'Time to answer a prediction request (validation and inference)',
+      labelNames: ['model', 'version', 'arm'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [reference],
+    });
+    const counter = new Counter({ name: 'conveyor_predictions_total', help: 'Prediction rows answered', labelNames: ['model', 'version', 'arm'], registers: [reference] });
+    const ours = async (): Promise<string> =>
+      (await metrics.registry.metrics())
+        .split('\n\n')
+        .filter((block) => block.includes('# HELP conveyor_prediction_latency_seconds ') || block.includes('# HELP conveyor_predictions_total '))
+        .sort()
+        .join('\n\n')
+        .trim();
+    const theirs = async (): Promise<string> => (await reference.metrics()).split('\n\n').sort().join('\n\n').trim();
+    const answer = (model: string, version: number, arm: string, rows: number, seconds: number): void => {
+      metrics.answered(metrics.seriesOf(model, version, arm), rows, seconds);
+      histogram.observe({ model, version: String(version), arm }, seconds);
+      counter.inc({ model, version: String(version), arm }, rows);
+    };
+    // Values on and around bucket bounds, above the last one, and a label value needing escapes.
+    answer('credit-risk', 1, 'production', 1, 0.0003);
+    answer('credit-risk', 1, 'production', 3, 0.0005);
+    answer('credit-risk', 1, 'production', 1, 0.00051);
+    answer('credit-risk', 2, 'canary', 2, 7);
+    answer('m"x\\y', 1, 'shadow', 1, 0.02);
+    expect(await ours()).toBe(await theirs());
+    expect(await ours()).toContain('conveyor_predictions_total{model="credit-risk",version="1",arm="production"} 5');
+    answer('credit-risk', 1, 'production', 4, 0.3);
+    expect(await ours()).toBe(await theirs());
+    expect(await ours()).toContain('conveyor_predictions_total{model="credit-risk",version="1",arm="production"} 9');
   });
 });
