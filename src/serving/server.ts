@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Logger } from '../logger.js';
 import { isValidName } from '../shared/names.js';
@@ -224,6 +224,18 @@ interface Answer {
   latencyMs: number;
 }
 
+/**
+ * Fastify's per-request lines ("incoming request", "request completed") are info level and
+ * the serving logger logs from warn: they would never be printed, so they are not built.
+ * Errors, and requests that complete with one, are logged as fastify logs them.
+ */
+class ServingLogController extends LogController {
+  override incomingRequest(): void {}
+  override requestCompleted(...args: Parameters<LogController['requestCompleted']>): void {
+    if (args[0]) super.requestCompleted(...args);
+  }
+}
+
 interface ShadowCopy {
   requestId: string;
   rolloutId: string | null;
@@ -286,6 +298,7 @@ export function buildServing(opts: ServingOptions): Serving {
     loggerInstance: opts.logger.child({ component: 'serving' }, { level: 'warn' }) as FastifyBaseLogger,
     bodyLimit: opts.bodyLimitBytes ?? 5 * 1024 * 1024,
     genReqId: () => randomUUID(),
+    logController: new ServingLogController(),
     childLoggerFactory: (logger, bindings, options) => new LazyRequestLogger(logger, bindings, options as Record<string, unknown>) as unknown as FastifyBaseLogger,
   });
   let predictionLog: PredictionLog | undefined;
@@ -475,22 +488,24 @@ export function buildServing(opts: ServingOptions): Serving {
     );
   }
 
+  /** A refused prediction request (not a closure per request: this is the hot path's function). */
+  function refuse(reply: FastifyReply, modelLabel: string, code: 400 | 404, body: object): FastifyReply {
+    metrics.errors.inc({ model: modelLabel, reason: code === 400 ? 'bad_request' : 'not_found' });
+    return reply.code(code).send(body);
+  }
+
   async function predict(name: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     // Only a model being served becomes a label value: callers cannot mint new series.
     const route = opts.host.route(name);
     const modelLabel = route ? name : UNKNOWN_MODEL_LABEL;
-    const fail = (code: 400 | 404, body: object): FastifyReply => {
-      metrics.errors.inc({ model: modelLabel, reason: code === 400 ? 'bad_request' : 'not_found' });
-      return reply.code(code).send(body);
-    };
-    if (!isValidName(name)) return fail(400, { error: `invalid model name "${name}"` });
+    if (!isValidName(name)) return refuse(reply, modelLabel, 400, { error: `invalid model name "${name}"` });
     let body = quickPredictBody(req.body);
     if (!body) {
       const parsed = predictBody.safeParse(req.body);
-      if (!parsed.success) return fail(400, { error: zodError(parsed.error) });
+      if (!parsed.success) return refuse(reply, modelLabel, 400, { error: zodError(parsed.error) });
       body = { key: parsed.data.key, rows: parsed.data.instances ?? [parsed.data.instance!] };
     }
-    if (!route) return fail(404, { error: `model "${name}" has no production version being served` });
+    if (!route) return refuse(reply, modelLabel, 404, { error: `model "${name}" has no production version being served` });
     const { rows } = body;
     const requestStarted = performance.now();
     const { split } = route;
@@ -500,7 +515,7 @@ export function buildServing(opts: ServingOptions): Serving {
     try {
       checkSignature(route.production, rows);
     } catch (err) {
-      if (err instanceof InputValidationError) return fail(400, { error: err.message, field: err.field });
+      if (err instanceof InputValidationError) return refuse(reply, modelLabel, 400, { error: err.message, field: err.field });
       throw err;
     }
     // Production is held for the whole request, so a refresh cannot release it while a
@@ -538,7 +553,7 @@ export function buildServing(opts: ServingOptions): Serving {
         throw err;
       }
     });
-    if ('invalid' in answered && answered.invalid) return fail(400, { error: answered.invalid.message, field: answered.invalid.field });
+    if ('invalid' in answered && answered.invalid) return refuse(reply, modelLabel, 400, { error: answered.invalid.message, field: answered.invalid.field });
     const { served, arm, answer } = answered;
     metrics.answered(metrics.seriesOf(served.model, served.version, arm), answer.predictions.length, (performance.now() - requestStarted) / 1000);
     logRows(req.id, served, arm, split?.rolloutId ?? null, rows, answer);
