@@ -431,7 +431,9 @@ async function main(): Promise<void> {
     }
     // As `conveyor serve` runs it (src/serving/service.ts): log batches written from a thread of their own.
     const s3 = { endPoint: '127.0.0.1', port, useSSL: false, accessKey, secretKey, bucket: 'conveyor', region: 'us-east-1' };
-    const serving = buildServing({ host, logger, tokens: [TOKEN], store, predictionLogWriter: new ThreadedObjectWriter(s3) });
+    const predictionLogWriter = new ThreadedObjectWriter(s3);
+    await predictionLogWriter.ready();
+    const serving = buildServing({ host, logger, tokens: [TOKEN], store, predictionLogWriter });
     const conveyorUrl = await serving.app.listen({ host: '127.0.0.1', port: 0 });
 
     // --- bare and run-only share one session of the same model and options.

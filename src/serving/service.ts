@@ -57,13 +57,16 @@ export async function startServing(
     host.refresh().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'registry poll failed; will retry'));
   }, config.serving.pollIntervalMs);
   timer.unref();
+  // The prediction log's batches are hashed and uploaded on a thread of their own, started
+  // (and known to work) before any request is taken.
+  const predictionLogWriter = new ThreadedObjectWriter(config.s3);
+  await predictionLogWriter.ready();
   const { app, metrics, predictionLog } = buildServing({
     host,
     logger,
     tokens: opts.tokens ?? servingTokens(config.home),
     store,
-    // The prediction log's batches are hashed and uploaded on a thread of their own.
-    predictionLogWriter: new ThreadedObjectWriter(config.s3),
+    predictionLogWriter,
     predictionLog: { ...predictionLogOptionsFromEnv(), ...opts.predictionLog },
   });
   const url = await app.listen({ host: config.serving.host, port: opts.port ?? config.serving.port });

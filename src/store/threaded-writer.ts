@@ -28,10 +28,28 @@ export class ThreadedObjectWriter implements ObjectWriter {
 
   constructor(private readonly s3: Config['s3']) {}
 
+  private started: Promise<void> | undefined;
+
+  /** Starts the thread now (rather than at the first write) and waits until it can take writes. */
+  async ready(): Promise<void> {
+    if (this.closed) throw new Error('store writer is closed');
+    this.worker ??= this.start();
+    await this.started;
+  }
+
   private start(): Worker {
     const worker = new Worker(ENTRY, { workerData: { s3: this.s3 } });
     worker.unref();
+    let up!: () => void;
+    let down!: (err: Error) => void;
+    this.started = new Promise<void>((resolve, reject) => {
+      up = resolve;
+      down = reject;
+    });
+    // Nobody may be waiting for it: a failed start also fails the writes sent meanwhile.
+    this.started.catch(() => undefined);
     worker.on('message', (reply: WriterReply) => {
+      if ('ready' in reply) return up();
       const waiter = this.pending.get(reply.id);
       if (!waiter) return;
       this.pending.delete(reply.id);
@@ -39,6 +57,7 @@ export class ThreadedObjectWriter implements ObjectWriter {
       else waiter.reject(reply.name === 'PreconditionFailedError' ? new PreconditionFailedError(waiter.key) : new Error(reply.error));
     });
     const fail = (err: Error): void => {
+      down(err);
       if (this.worker === worker) this.worker = undefined;
       for (const waiter of this.pending.values()) waiter.reject(err);
       this.pending.clear();

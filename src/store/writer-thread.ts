@@ -5,7 +5,7 @@ import { MinioArtifactStore } from './minio-store.js';
 
 /** What the main thread sends a store writer thread, and what comes back. */
 export type WriterRequest = { id: number; key: string; body: Uint8Array; opts?: PutOptions };
-export type WriterReply = { id: number; etag: string } | { id: number; error: string; name: string };
+export type WriterReply = { id: number; etag: string } | { id: number; error: string; name: string } | { id: 0; ready: true };
 
 // The thread side: its own MinIO client, so hashing (MD5 and SHA-256 of every body) and the
 // HTTP upload of large, frequent writes (the prediction log) run off the serving event loop.
@@ -19,4 +19,5 @@ if (port) {
       (err: unknown) => port.postMessage({ id: msg.id, error: (err as Error).message, name: (err as Error).name } satisfies WriterReply),
     );
   });
+  port.postMessage({ id: 0, ready: true } satisfies WriterReply);
 }

@@ -55,7 +55,8 @@ describe('rollouts and version switches under failure and load', () => {
       workflowId: rolloutWorkflowId(model),
       args: [{ rolloutId: `${model}-r1`, model, version: v2.version, sha256: v2.artifact.sha256, deployment, expectedProduction: 1, requestedBy: 'test' }],
     });
-    for (let i = 0; i < 300; i++) {
+    // Up to 60 s: a worker process starting while the whole suite runs can take a large part of it.
+    for (let i = 0; i < 600; i++) {
       const status = await handle.query(rolloutStatusQuery);
       if (status.steps.length >= 2) break;
       await sleep(100);

@@ -32,6 +32,15 @@ describe('store writer thread, real MinIO', () => {
     expect((await store.get('threaded/text.txt')).toString('utf8')).toBe('héllo');
   });
 
+  it('ready() starts the thread before any write, and refuses once closed', async () => {
+    const w = new ThreadedObjectWriter(config.s3);
+    await w.ready();
+    expect((w as unknown as { worker?: Worker }).worker).toBeDefined();
+    await w.put('threaded/ready.txt', 'ok');
+    await w.close();
+    await expect(w.ready()).rejects.toThrow(/closed/);
+  });
+
   it('a create-if-absent write of an existing key fails as a PreconditionFailedError naming the key', async () => {
     await writer.put('threaded/once.jsonl', 'first\n', { ifAbsent: true });
     const err = await writer.put('threaded/once.jsonl', 'second\n', { ifAbsent: true }).catch((e: unknown) => e);
