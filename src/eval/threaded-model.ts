@@ -5,7 +5,7 @@ import type { ThreadInit, ThreadReply, WirePrediction } from './model-thread.js'
 const ENTRY = new URL('./model-thread-entry.mjs', import.meta.url);
 
 /** The inverse of `toWire` (model-thread.ts, not imported here: that module runs the thread side when loaded on a worker), with the model's classes. */
-export function fromWire(wire: WirePrediction, classes: readonly ClassLabel[]): Prediction {
+function fromWire(wire: WirePrediction, classes: readonly ClassLabel[]): Prediction {
   if (wire.task === 'regression') return { task: 'regression', values: wire.values };
   const labels = 'labels' in wire ? wire.labels : Array.from(wire.labelIndex, (j) => classes[j]!);
   return { task: 'classification', labels, probabilities: wire.probabilities, classes };

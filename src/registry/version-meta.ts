@@ -26,7 +26,7 @@ export const TAG_KEY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$/;
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 const CONTROL_EXCEPT_NEWLINE_TAB = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 
-export const metaPrefix = (model: string): string => keys.versionMetaPrefix(model);
+const metaPrefix = (model: string): string => keys.versionMetaPrefix(model);
 export const metaKey = (model: string, version: number): string => keys.versionMeta(model, version);
 
 export type VersionMetaChange =

@@ -245,7 +245,7 @@ export { rolloutBoundsSchema, type RolloutBounds } from '../spec/schema.js';
 export type RolloutBoundsInput = z.input<typeof rolloutBoundsSchema>;
 
 /** Errors at or above this many are judged even below minRequests: errors are the most urgent signal. */
-export const MIN_ERRORS_FOR_EARLY_VERDICT = 5;
+const MIN_ERRORS_FOR_EARLY_VERDICT = 5;
 
 export type Verdict = 'healthy' | 'unhealthy' | 'insufficient';
 

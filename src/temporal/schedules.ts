@@ -26,7 +26,7 @@ import { DURATION_PATTERN, durationMs } from '../shared/duration.js';
 import { isValidName } from '../shared/names.js';
 import { modelSearchAttribute } from '../shared/search-attributes.js';
 
-export const SCHEDULE_OVERLAP = ScheduleOverlapPolicy.SKIP;
+const SCHEDULE_OVERLAP = ScheduleOverlapPolicy.SKIP;
 export const SCHEDULE_CATCHUP_WINDOW = '1h';
 
 export type ScheduleKind = 'monitor' | 'retrain' | 'other';
