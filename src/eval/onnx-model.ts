@@ -121,6 +121,8 @@ export interface LoadedModel {
   readonly sha256: string;
   predict(rows: Array<Record<string, unknown>>, opts?: PredictOptions): Promise<Prediction>;
   release(): Promise<void>;
+  /** Why the model can no longer predict (its inference thread died), if it cannot; an in-process session never fails this way. */
+  failure?(): Error | undefined;
 }
 
 export const DEFAULT_BATCH_SIZE = 1024;

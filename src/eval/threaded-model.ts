@@ -11,13 +11,18 @@ function fromWire(wire: WirePrediction, classes: readonly ClassLabel[]): Predict
   return { task: 'classification', labels, probabilities: wire.probabilities, classes };
 }
 
+/** A model on a thread of its own; `thread` is exposed for tests that need it to die. */
+export interface ThreadedModel extends LoadedModel {
+  readonly thread: Worker;
+}
+
 /**
  * A model whose inference runs on a worker thread of its own. onnxruntime-node runs a
  * session synchronously on the calling thread, so a model scored here never blocks the
  * main thread's event loop (shadow candidates: they must not slow production answers).
  * The hash is checked here and again by the thread before onnxruntime sees the bytes.
  */
-export async function loadModelOnThread(bytes: Uint8Array, expectedSha256: string, metadata: ModelMetadata): Promise<LoadedModel> {
+export async function loadModelOnThread(bytes: Uint8Array, expectedSha256: string, metadata: ModelMetadata): Promise<ThreadedModel> {
   const actual = sha256Hex(bytes);
   if (actual !== expectedSha256.trim().toLowerCase()) throw new ArtifactIntegrityError(expectedSha256, actual);
   const worker = new Worker(ENTRY, { workerData: { bytes, sha256: actual, metadata } satisfies ThreadInit });
@@ -58,7 +63,9 @@ export async function loadModelOnThread(bytes: Uint8Array, expectedSha256: strin
     });
   };
   let released = false;
-  return {
+  const model: ThreadedModel = {
+    thread: worker,
+    failure: () => failed,
     metadata,
     sha256: actual,
     async predict(rows): Promise<Prediction> {
@@ -75,4 +82,5 @@ export async function loadModelOnThread(bytes: Uint8Array, expectedSha256: strin
       await worker.terminate();
     },
   };
+  return model;
 }

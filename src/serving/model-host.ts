@@ -147,7 +147,15 @@ export class ModelHost {
   private async session(model: string, version: number, sha256: string, onThread: boolean): Promise<ServedModel | undefined> {
     const key = sessionKey(version, sha256, onThread);
     const existing = this.sessions.get(model)?.get(key);
-    if (existing) return existing;
+    const dead = existing?.loaded.failure?.();
+    if (existing && !dead) return existing;
+    if (existing && dead) {
+      // An inference thread that died (native crash, out of memory) is not the artifact's
+      // fault: load the version again rather than fail every request routed to it.
+      this.logger.warn({ model, version, err: dead.message }, 'inference thread died; loading the version again');
+      this.sessions.get(model)!.delete(key);
+      void this.drainAndRelease(existing);
+    }
     if (this.failedLoads.get(model)?.has(key)) return undefined;
     try {
       const record = await this.registry.getVersion(model, version);

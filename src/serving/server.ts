@@ -440,6 +440,13 @@ export function buildServing(opts: ServingOptions): Serving {
       logRows(copy.requestId, served, 'shadow', copy.rolloutId, copy.rows, { predictions, latencyMs });
     };
     const failed = (copy: ShadowCopy, err: unknown, latencyMs: number): void => {
+      if (served.loaded.failure?.()) {
+        // The candidate's thread died: not an answer of the candidate's. The copy is skipped
+        // (counted), not held against it, and the host loads the version again.
+        metrics.shadowSkipped.inc({ model: served.model });
+        opts.host.refresh().catch((e: unknown) => opts.logger.warn({ err: (e as Error).message }, 'could not reload a dead shadow thread; the next poll will'));
+        return;
+      }
       metrics.inferenceFailures.inc(labels);
       logRows(copy.requestId, served, 'shadow', copy.rolloutId, copy.rows, { error: (err as Error).message, latencyMs });
     };

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { sha256Hex } from '../../src/eval/onnx-model.js';
+import type { ThreadedModel } from '../../src/eval/threaded-model.js';
 import { createLogger, type Logger } from '../../src/logger.js';
 import { Registry, TrafficOwnedError } from '../../src/registry/registry.js';
 import { ModelHost, type ServedModel } from '../../src/serving/model-host.js';
@@ -363,6 +364,35 @@ describe('traffic routing', () => {
     expect(metricValue(text, 'conveyor_predictions_total{model="credit-risk",version="2",arm="shadow"}')).toBe(rowCount);
     expect(metricValue(text, 'conveyor_predictions_total{model="credit-risk",version="1",arm="production"}')).toBe(rowCount);
     expect(metricValue(text, 'conveyor_shadow_skipped_total{model="credit-risk"}')).toBeUndefined();
+  });
+
+  it('a shadow thread that dies: its copies are skipped (not held against the candidate), the version is loaded again, copies are scored again', async () => {
+    const v2 = await registerCandidate('c2', SLOW_BYTES);
+    await setSplit('shadow', v2, 100, 'ro-dead', 'shadow');
+    await host.refresh();
+    const s = start();
+    const first = host.route(MODEL)!.split!.candidate;
+    await (first.loaded as ThreadedModel).thread.terminate();
+    expect(first.loaded.failure?.()).toBeInstanceOf(Error);
+
+    // Answered by production; the copy cannot be scored and is counted as skipped.
+    const res = await predict(s, { instance: ROW });
+    expect(res.statusCode).toBe(200);
+    let reloaded: ServedModel | undefined;
+    for (let i = 0; i < 500 && !reloaded; i++) {
+      const candidate = host.route(MODEL)?.split?.candidate;
+      if (candidate && candidate !== first) reloaded = candidate;
+      else await sleep(10);
+    }
+    expect(reloaded).toBeDefined();
+    expect(reloaded!.loaded.failure?.()).toBeUndefined();
+    expect(metricValue(await metricsText(s), 'conveyor_shadow_skipped_total{model="credit-risk"}')).toBe(1);
+    expect(metricValue(await metricsText(s), 'conveyor_inference_failures_total{model="credit-risk",version="2",arm="shadow"}') ?? 0).toBe(0);
+    expect(logs.some((l) => l.msg === 'inference thread died; loading the version again')).toBe(true);
+
+    const after = (await predict(s, { instance: ROW })).json() as PredictResponse;
+    const rows = await waitForRows(s, (r) => r.some((x) => x.arm === 'shadow'));
+    expect(rows.filter((r) => r.arm === 'shadow').map((r) => [r.requestId, r.error])).toEqual([[after.requestId, undefined]]);
   });
 
   it('shadow copies past maxShadowInFlight are skipped and counted, never failing a request', async () => {
