@@ -26,7 +26,6 @@ export async function loadModelOnThread(bytes: Uint8Array, expectedSha256: strin
   const actual = sha256Hex(bytes);
   if (actual !== expectedSha256.trim().toLowerCase()) throw new ArtifactIntegrityError(expectedSha256, actual);
   const worker = new Worker(ENTRY, { workerData: { bytes, sha256: actual, metadata } satisfies ThreadInit });
-  worker.unref();
   const pending = new Map<number, { resolve: (r: ThreadReply) => void; reject: (e: Error) => void }>();
   let nextId = 1;
   let failed: Error | undefined;
@@ -54,6 +53,8 @@ export async function loadModelOnThread(bytes: Uint8Array, expectedSha256: strin
   };
   worker.on('error', fail);
   worker.on('exit', (code) => fail(new Error(`inference thread exited (${code})`)));
+  // After the listeners: adding a 'message' listener refs the thread's port again; an idle model thread must not keep the process alive.
+  worker.unref();
   const call = (message: object): Promise<ThreadReply> => {
     if (failed) return Promise.reject(failed);
     const id = nextId++;

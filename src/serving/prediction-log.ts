@@ -74,7 +74,7 @@ class Batch {
   bytes: Buffer = Buffer.allocUnsafe(INITIAL_BATCH_BYTES);
   used = 0;
   /** Byte offset where each row's line ends (after its newline). */
-  readonly ends: number[] = [];
+  ends: number[] = [];
   /** Rows dropped from the front (memory bound): the body starts after them. */
   firstRow = 0;
 
@@ -102,8 +102,19 @@ class Batch {
     this.ends.push(this.used);
   }
 
+  /** Drops the oldest `n` rows; once they are most of the batch, their bytes are given back. */
   dropFront(n: number): void {
     this.firstRow += n;
+    if (this.firstRow < 64 || this.firstRow * 2 < this.ends.length) return;
+    // Copied, never changed in place: an earlier (failed) write may have been handed these bytes.
+    const start = this.ends[this.firstRow - 1]!;
+    const rest = this.used - start;
+    const bytes = Buffer.allocUnsafe(Math.max(INITIAL_BATCH_BYTES, rest * 2));
+    this.bytes.copy(bytes, 0, start, this.used);
+    this.bytes = bytes;
+    this.used = rest;
+    this.ends = this.ends.slice(this.firstRow).map((end) => end - start);
+    this.firstRow = 0;
   }
 
   /** The NDJSON body of the rows not dropped (a view of `bytes`, which a sealed batch never changes). */
@@ -215,7 +226,7 @@ export class PredictionLog {
   private appended(): void {
     this.enforceBound();
     // After a failed write, size-triggered flushes wait for the timer rather than hammer a store that is down.
-    if (this.batches.length > (this.writing ? 1 : 0) && this.running === undefined && Date.now() >= this.retryAfter) void this.flush();
+    if (this.batches.length > 0 && this.running === undefined && Date.now() >= this.retryAfter) void this.flush();
   }
 
   /** Writes everything appended so far (and retries earlier failures). Never rejects. */
@@ -245,10 +256,17 @@ export class PredictionLog {
     return this.running;
   }
 
+  /**
+   * Writes the batches there are when it starts (every open one sealed first), oldest first.
+   * Batches sealed meanwhile wait for the next flush: under a steady stream of full batches
+   * a flush still ends, so a timer flush gets to seal the small groups (other models, arms,
+   * the previous hour) too.
+   */
   private async writeAll(): Promise<void> {
     for (const [group, batch] of this.open) this.seal(group, batch);
-    while (this.batches.length > 0) {
-      const batch = this.batches[0]!;
+    for (const batch of [...this.batches]) {
+      // Emptied by the memory bound since.
+      if (!this.batches.includes(batch)) continue;
       this.writing = batch;
       try {
         await this.store.put(batch.key!, batch.body(), { ifAbsent: true, contentType: 'application/x-ndjson' });

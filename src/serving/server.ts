@@ -256,12 +256,32 @@ function num(v: number): string {
   return Number.isFinite(v) ? String(v) : 'null';
 }
 
-/** Each class's `"<name>":` key, per list of classes (a model's own list, shared by its predictions). */
-const classKeyCache = new WeakMap<readonly ClassLabel[], string[]>();
+/** A class's key and the column of its probability, in the order an object built from the classes lists them. */
+interface ClassKey {
+  text: string;
+  column: number;
+}
 
-function classKeys(classes: readonly ClassLabel[]): string[] {
+const classKeyCache = new WeakMap<readonly ClassLabel[], ClassKey[]>();
+
+/** Whether a property name is an array index, which JavaScript objects list first, ascending. */
+const isIndex = (name: string): boolean => /^(0|[1-9]\d*)$/.test(name) && Number(name) < 2 ** 32 - 1;
+
+/**
+ * The `probabilities` keys of a model's classes as `{[class]: p}` would list them: array-index
+ * names first in ascending order, then the others in order; a repeated name once, at its
+ * first place, with the last column's value (what assigning them in order gives).
+ */
+function classKeys(classes: readonly ClassLabel[]): ClassKey[] {
   let keys = classKeyCache.get(classes);
-  if (keys === undefined) classKeyCache.set(classes, (keys = classes.map((c) => `${JSON.stringify(String(c))}:`)));
+  if (keys === undefined) {
+    const byName = new Map<string, number>();
+    classes.forEach((c, column) => byName.set(String(c), column));
+    const names = [...byName.keys()];
+    const ordered = [...names.filter(isIndex).sort((x, y) => Number(x) - Number(y)), ...names.filter((n) => !isIndex(n))];
+    keys = ordered.map((name) => ({ text: `${JSON.stringify(name)}:`, column: byName.get(name)! }));
+    classKeyCache.set(classes, keys);
+  }
   return keys;
 }
 
@@ -278,11 +298,12 @@ export function outputsJson(prediction: Prediction, start: number, end: number):
   }
   const { classes, probabilities, labels } = prediction;
   const keys = classKeys(classes);
-  const k = keys.length;
+  const k = classes.length;
   for (let i = start; i < end; i++) {
-    const label = labels[i]!;
-    let text = `{"label":${typeof label === 'number' ? num(label) : JSON.stringify(label)},"probabilities":{`;
-    for (let j = 0; j < k; j++) text += `${j === 0 ? '' : ','}${keys[j]!}${num(probabilities[i * k + j]!)}`;
+    const label = labels[i];
+    // No label (a model that gave fewer than rows): the key is left out, as JSON.stringify does.
+    let text = label === undefined ? '{"probabilities":{' : `{"label":${typeof label === 'number' ? num(label) : JSON.stringify(label)},"probabilities":{`;
+    for (let j = 0; j < keys.length; j++) text += `${j === 0 ? '' : ','}${keys[j]!.text}${num(probabilities[i * k + keys[j]!.column]!)}`;
     out[i - start] = `${text}}}`;
   }
   return out;

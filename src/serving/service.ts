@@ -60,16 +60,28 @@ export async function startServing(
   // The prediction log's batches are hashed and uploaded on a thread of their own, started
   // (and known to work) before any request is taken.
   const predictionLogWriter = new ThreadedObjectWriter(config.s3);
-  await predictionLogWriter.ready();
-  const { app, metrics, predictionLog } = buildServing({
-    host,
-    logger,
-    tokens: opts.tokens ?? servingTokens(config.home),
-    store,
-    predictionLogWriter,
-    predictionLog: { ...predictionLogOptionsFromEnv(), ...opts.predictionLog },
-  });
-  const url = await app.listen({ host: config.serving.host, port: opts.port ?? config.serving.port });
+  let serving: ReturnType<typeof buildServing> | undefined;
+  let url: string;
+  try {
+    await predictionLogWriter.ready();
+    serving = buildServing({
+      host,
+      logger,
+      tokens: opts.tokens ?? servingTokens(config.home),
+      store,
+      predictionLogWriter,
+      predictionLog: { ...predictionLogOptionsFromEnv(), ...opts.predictionLog },
+    });
+    url = await serving.app.listen({ host: config.serving.host, port: opts.port ?? config.serving.port });
+  } catch (err) {
+    // Nothing started here may outlive a failed start (a bad token, a port in use).
+    clearInterval(timer);
+    if (serving) await serving.app.close();
+    await predictionLogWriter.close();
+    await host.close();
+    throw err;
+  }
+  const { app, metrics, predictionLog } = serving;
   return {
     app,
     host,

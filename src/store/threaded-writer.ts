@@ -21,7 +21,8 @@ export interface ObjectWriter {
  */
 export class ThreadedObjectWriter implements ObjectWriter {
   private worker: Worker | undefined;
-  private readonly pending = new Map<number, { key: string; resolve: (r: { etag: string }) => void; reject: (e: Error) => void }>();
+  /** Writes waiting for their answer, with the thread they were sent to. */
+  private readonly pending = new Map<number, { key: string; worker: Worker; resolve: (r: { etag: string }) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private closed = false;
   private readonly inFlight = new Set<Promise<unknown>>();
@@ -39,7 +40,6 @@ export class ThreadedObjectWriter implements ObjectWriter {
 
   private start(): Worker {
     const worker = new Worker(ENTRY, { workerData: { s3: this.s3 } });
-    worker.unref();
     let up!: () => void;
     let down!: (err: Error) => void;
     this.started = new Promise<void>((resolve, reject) => {
@@ -56,14 +56,21 @@ export class ThreadedObjectWriter implements ObjectWriter {
       if ('etag' in reply) waiter.resolve({ etag: reply.etag });
       else waiter.reject(reply.name === 'PreconditionFailedError' ? new PreconditionFailedError(waiter.key) : new Error(reply.error));
     });
+    // Only this thread's writes fail with it: a write already sent to a replacement may still land.
     const fail = (err: Error): void => {
       down(err);
       if (this.worker === worker) this.worker = undefined;
-      for (const waiter of this.pending.values()) waiter.reject(err);
-      this.pending.clear();
+      for (const [id, waiter] of this.pending) {
+        if (waiter.worker !== worker) continue;
+        this.pending.delete(id);
+        waiter.reject(err);
+      }
     };
     worker.on('error', fail);
     worker.on('exit', (code) => fail(new Error(`store writer thread exited (${code})`)));
+    // After the listeners: adding a 'message' listener refs the thread's port again. An idle
+    // writer never keeps the process alive; a write in flight does (see put).
+    worker.unref();
     return worker;
   }
 
@@ -74,7 +81,7 @@ export class ThreadedObjectWriter implements ObjectWriter {
     const bytes = typeof body === 'string' ? new Uint8Array(Buffer.from(body, 'utf8')) : Uint8Array.prototype.slice.call(body);
     const id = this.nextId++;
     const written = new Promise<{ etag: string }>((resolve, reject) => {
-      this.pending.set(id, { key, resolve, reject });
+      this.pending.set(id, { key, worker, resolve, reject });
       const message: WriterRequest = { id, key, body: bytes, ...(opts ? { opts } : {}) };
       worker.postMessage(message, [bytes.buffer as ArrayBuffer]);
     });

@@ -16,7 +16,7 @@ if (port) {
     const body = Buffer.from(msg.body.buffer, msg.body.byteOffset, msg.body.byteLength);
     store.put(msg.key, body, msg.opts).then(
       ({ etag }) => port.postMessage({ id: msg.id, etag } satisfies WriterReply),
-      (err: unknown) => port.postMessage({ id: msg.id, error: (err as Error).message, name: (err as Error).name } satisfies WriterReply),
+      (err: unknown) => port.postMessage({ id: msg.id, error: err instanceof Error ? err.message : String(err), name: err instanceof Error ? err.name : 'Error' } satisfies WriterReply),
     );
   });
   port.postMessage({ id: 0, ready: true } satisfies WriterReply);

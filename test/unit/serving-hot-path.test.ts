@@ -79,6 +79,21 @@ describe('outputsJson (each row written once, for the answer and the log)', () =
     expect(outputsJson(regression, 0, 3)).toEqual(expected(regression, 0, 3));
   });
 
+  it('lists index-like class names first and ascending, a repeated name once (its last value), and leaves out a missing label, as JSON.stringify of the object does', () => {
+    for (const [classes, probabilities] of [
+      [[1, 0], [0.3, 0.7]],
+      [['high', '10', '2'], [0.1, 0.2, 0.7]],
+      [['a', 'a'], [0.25, 0.75]],
+      [[1, '1', 'b'], [0.1, 0.2, 0.7]],
+    ] as Array<[Array<number | string>, number[]]>) {
+      const p = classification(classes, [classes[0]!], probabilities);
+      expect(outputsJson(p, 0, 1)).toEqual(expected(p, 0, 1));
+    }
+    const short = classification([0, 1], [1], [0.2, 0.8, 0.6, 0.4]);
+    expect(outputsJson(short, 0, 2)).toEqual(expected(short, 0, 2));
+    expect(() => outputsJson(short, 0, 2).map((t) => JSON.parse(t) as unknown)).not.toThrow();
+  });
+
   it('keeps a class named __proto__ as an ordinary key', () => {
     const p = classification(['__proto__', 'b'], ['b'], [0.25, 0.75]);
     const [text] = outputsJson(p, 0, 1);
@@ -132,6 +147,70 @@ describe('prediction log byte buffers', () => {
     expect(bodies[0]!.trimEnd().split('\n').map((l) => (JSON.parse(l) as PredictionRecord).requestId)).toEqual(['first']);
     expect(bodies[1]!.trimEnd().split('\n')).toHaveLength(50);
     expect(log.written).toBe(51);
+  });
+
+  it('rows dropped from a batch that keeps taking rows give their memory back, and the kept rows come out in order', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    class HeldStore extends MemoryArtifactStore {
+      override async put(key: string, body: Buffer | string, opts?: PutOptions): Promise<{ etag: string }> {
+        await gate;
+        return super.put(key, body, opts);
+      }
+    }
+    const store = new HeldStore();
+    const log = new PredictionLog(store, logger, { flushRows: 1000, maxBufferedRows: 10, flushIntervalMs: 60_000 });
+    log.appendRequest(request('held'), [{ a: 0 }], ['{"value":0}']);
+    const flushing = log.flush(); // its write waits: rows appended now go to an open batch
+    for (let i = 0; i < 20_000; i++) log.appendRequest(request(`r${i}`), [{ a: i, pad: 'x'.repeat(100) }], [`{"value":${i}}`]);
+    expect(log.pending).toBe(10);
+    const open = [...(log as unknown as { open: Map<string, { bytes: Buffer }> }).open.values()];
+    expect(open).toHaveLength(1);
+    // 20 000 rows of ~300 bytes were appended; only about the last ten are kept.
+    expect(open[0]!.bytes.length).toBeLessThan(64 * 1024);
+    release();
+    await flushing;
+    await log.close();
+    const rows = (await Promise.all((await store.list('predictions/')).map(async (k) => (await store.get(k)).toString())))
+      .join('')
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as PredictionRecord);
+    // The batch being written is never dropped from; of the rest, the newest nine fit beside it.
+    expect(rows.map((r) => r.requestId).sort()).toEqual(['held', ...Array.from({ length: 9 }, (_, i) => `r${19_991 + i}`)].sort());
+    expect(log.dropped + log.written).toBe(20_001);
+  });
+
+  it('a flush writes the batches there were when it began, and ends even while full batches keep coming', async () => {
+    const gates: Array<() => void> = [];
+    class OneAtATime extends MemoryArtifactStore {
+      override async put(key: string, body: Buffer | string, opts?: PutOptions): Promise<{ etag: string }> {
+        await new Promise<void>((resolve) => gates.push(resolve));
+        return super.put(key, body, opts);
+      }
+    }
+    const store = new OneAtATime();
+    const log = new PredictionLog(store, logger, { flushRows: 2, flushIntervalMs: 60_000 });
+    log.appendRequest(request('a1'), [{ a: 1 }, { a: 2 }], ['1', '2']); // a full batch: a flush starts
+    for (let i = 0; i < 100 && gates.length === 0; i++) await new Promise((r) => setImmediate(r));
+    expect(gates).toHaveLength(1);
+    for (let i = 0; i < 3; i++) log.appendRequest(request(`more${i}`), [{ a: 1 }, { a: 2 }], ['1', '2']);
+    log.appendRequest({ ...request('other'), model: 'other-model' }, [{ a: 1 }], ['1']);
+    gates.shift()!();
+    for (let i = 0; i < 100 && log.written < 2; i++) await new Promise((r) => setImmediate(r));
+    expect(log.written).toBe(2);
+    // The first flush is over (no write of the batches sealed meanwhile was started by it);
+    // the rest are written by the next one, the small group among them.
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(gates).toHaveLength(0);
+    const rest = log.close();
+    for (let i = 0; i < 1000 && log.pending > 0; i++) {
+      gates.shift()?.();
+      await new Promise((r) => setImmediate(r));
+    }
+    await rest;
+    expect(log.written).toBe(9);
+    expect((await store.list('predictions/other-model/')).length).toBe(1);
   });
 
   it('writes rolloutId and error only when set', async () => {
