@@ -101,6 +101,16 @@ describe('outputsJson (each row written once, for the answer and the log)', () =
   });
 });
 
+/** Every row the log wrote to a memory store, batch by batch. */
+async function storedRows(store: MemoryArtifactStore): Promise<PredictionRecord[]> {
+  const bodies = await Promise.all((await store.list('predictions/')).map(async (k) => (await store.get(k)).toString()));
+  return bodies
+    .join('')
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as PredictionRecord);
+}
+
 describe('prediction log byte buffers', () => {
   const request = (requestId: string) => ({ requestId, time: '2026-11-23T17:00:00.000Z', model: 'm', version: 1, sha256: 'a'.repeat(64), arm: 'production' as const, rolloutId: null, latencyMs: 0.5 });
 
@@ -171,11 +181,7 @@ describe('prediction log byte buffers', () => {
     release();
     await flushing;
     await log.close();
-    const rows = (await Promise.all((await store.list('predictions/')).map(async (k) => (await store.get(k)).toString())))
-      .join('')
-      .trimEnd()
-      .split('\n')
-      .map((l) => JSON.parse(l) as PredictionRecord);
+    const rows = await storedRows(store);
     // The batch being written is never dropped from; of the rest, the newest nine fit beside it.
     expect(rows.map((r) => r.requestId).sort()).toEqual(['held', ...Array.from({ length: 9 }, (_, i) => `r${19_991 + i}`)].sort());
     expect(log.dropped + log.written).toBe(20_001);
@@ -219,11 +225,7 @@ describe('prediction log byte buffers', () => {
     log.appendRequest(request('plain'), [{ a: 1 }], ['{"value":1}']);
     log.appendRequest({ ...request('canary'), arm: 'canary', rolloutId: 'rollout-1', error: 'boom "x"' }, [{ a: 1 }], null);
     await log.close();
-    const rows = (await Promise.all((await store.list('predictions/')).map(async (k) => (await store.get(k)).toString())))
-      .join('')
-      .trimEnd()
-      .split('\n')
-      .map((l) => JSON.parse(l) as PredictionRecord);
+    const rows = await storedRows(store);
     const plain = rows.find((r) => r.requestId === 'plain')!;
     const canary = rows.find((r) => r.requestId === 'canary')!;
     expect('rolloutId' in plain || 'error' in plain).toBe(false);
