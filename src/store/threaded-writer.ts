@@ -34,8 +34,14 @@ export class ThreadedObjectWriter implements ObjectWriter {
   /** Starts the thread now (rather than at the first write) and waits until it can take writes. */
   async ready(): Promise<void> {
     if (this.closed) throw new Error('store writer is closed');
-    this.worker ??= this.start();
-    await this.started;
+    const worker = (this.worker ??= this.start());
+    // Waiting for it is a reason to stay alive: the caller may have nothing else running yet.
+    worker.ref();
+    try {
+      await this.started;
+    } finally {
+      if (this.inFlight.size === 0) worker.unref();
+    }
   }
 
   private start(): Worker {
