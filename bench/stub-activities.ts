@@ -15,6 +15,9 @@ export const bareActivities: BareActivities = {
 
 const SHA = '0'.repeat(64);
 
+/** An activity the benchmark's pipeline never calls (it deploys directly, without monitoring). */
+const unused = (): Promise<never> => Promise.reject(new Error('not used by the benchmark'));
+
 /** Fresh stubs; versions count up per instance so results look like real ones. */
 export function stubActivities(): PipelineActivities {
   let nextVersion = 1;
@@ -65,31 +68,15 @@ export function stubActivities(): PipelineActivities {
       return { model: input.model, version: input.version, sha256: SHA, rows: 1, maxAbsDiff: 0, latencyP50Ms: 0, latencyP95Ms: 0, passed: true, problems: [], reportKey: 'validation' };
     },
     // The example deploys directly: the rollout activities below are never called by the benchmark.
-    async setTraffic() {
-      throw new Error('not used by the benchmark');
-    },
-    async clearTraffic() {
-      throw new Error('not used by the benchmark');
-    },
-    async analyzeRollout() {
-      throw new Error('not used by the benchmark');
-    },
-    async restoreAlias() {
-      throw new Error('not used by the benchmark');
-    },
-    async recordRollout() {
-      throw new Error('not used by the benchmark');
-    },
+    setTraffic: unused,
+    clearTraffic: unused,
+    analyzeRollout: unused,
+    restoreAlias: unused,
+    recordRollout: unused,
     // The example spec has no monitoring or schedule: never called.
-    async runMonitor() {
-      throw new Error('not used by the benchmark');
-    },
-    async requestRetraining() {
-      throw new Error('not used by the benchmark');
-    },
-    async ensureSchedules() {
-      throw new Error('not used by the benchmark');
-    },
+    runMonitor: unused,
+    requestRetraining: unused,
+    ensureSchedules: unused,
     // Only called for specs with webhooks; the example has none.
     async sendNotification() {
       return { status: 200 };

@@ -3,6 +3,7 @@ import type { Registry } from '../registry/registry.js';
 import type { ArtifactStore } from '../store/artifact-store.js';
 import { ArtifactIntegrityError, MISSING_CATEGORY, ModelSignatureError, type LoadedModel } from '../eval/onnx-model.js';
 import { loadStoredModel } from '../eval/stored-model.js';
+import type { ThreadedModel } from '../eval/threaded-model.js';
 import { ALIASES } from '../shared/constants.js';
 import type { TrafficMode } from '../shared/registry-types.js';
 
@@ -167,6 +168,14 @@ export class ModelHost {
       let byKey = this.sessions.get(model);
       if (!byKey) this.sessions.set(model, (byKey = new Map()));
       byKey.set(key, served);
+      if (onThread) {
+        // A thread that dies while its session is in use (not released) is loaded again now, not at the next poll.
+        const sessions = byKey;
+        (loaded as ThreadedModel).thread.once('exit', () => {
+          if (sessions.get(key) !== served) return;
+          this.refresh().catch((err: unknown) => this.logger.warn({ model, version, err: (err as Error).message }, 'could not reload a dead inference thread; the next poll will'));
+        });
+      }
       return served;
     } catch (err) {
       const permanent = err instanceof ArtifactIntegrityError || err instanceof ModelSignatureError;
@@ -204,7 +213,10 @@ export class ModelHost {
   async close(): Promise<void> {
     await this.refreshing;
     this.routes.clear();
-    for (const byKey of this.sessions.values()) for (const served of byKey.values()) await this.drainAndRelease(served);
+    // Out of the map before they are released: a released thread's exit must not look like a death to reload.
+    const all = [...this.sessions.values()].flatMap((byKey) => [...byKey.values()]);
+    for (const byKey of this.sessions.values()) byKey.clear();
+    for (const served of all) await this.drainAndRelease(served);
     this.sessions.clear();
   }
 }

@@ -462,10 +462,9 @@ export function buildServing(opts: ServingOptions): Serving {
     };
     const failed = (copy: ShadowCopy, err: unknown, latencyMs: number): void => {
       if (served.loaded.failure?.()) {
-        // The candidate's thread died: not an answer of the candidate's. The copy is skipped
-        // (counted), not held against it, and the host loads the version again.
+        // The candidate's thread died (the host loads it again): not an answer of the
+        // candidate's. The copy is skipped and counted, not held against it.
         metrics.shadowSkipped.inc({ model: served.model });
-        opts.host.refresh().catch((e: unknown) => opts.logger.warn({ err: (e as Error).message }, 'could not reload a dead shadow thread; the next poll will'));
         return;
       }
       metrics.inferenceFailures.inc(labels);

@@ -35,7 +35,7 @@ describe('store writer thread, real MinIO', () => {
   it('ready() starts the thread before any write, and refuses once closed', async () => {
     const w = new ThreadedObjectWriter(config.s3);
     await w.ready();
-    expect((w as unknown as { worker?: Worker }).worker).toBeDefined();
+    expect((w as unknown as { channel?: { thread: Worker } }).channel?.thread).toBeDefined();
     await w.put('threaded/ready.txt', 'ok');
     await w.close();
     await expect(w.ready()).rejects.toThrow(/closed/);
@@ -59,13 +59,13 @@ describe('store writer thread, real MinIO', () => {
   it('a thread that dies fails its writes in flight; the next write starts a new thread', async () => {
     const w = new ThreadedObjectWriter(config.s3);
     await w.put('threaded/before.txt', 'before');
-    const thread = (w as unknown as { worker?: Worker }).worker!;
+    const thread = (w as unknown as { channel?: { thread: Worker } }).channel!.thread;
     const inFlight = w.put('threaded/during.txt', 'x'.repeat(1_000_000));
     await thread.terminate();
     await expect(inFlight).rejects.toThrow(/store writer thread exited/);
     await w.put('threaded/after.txt', 'after');
     expect((await store.get('threaded/after.txt')).toString()).toBe('after');
-    expect((w as unknown as { worker?: Worker }).worker).not.toBe(thread);
+    expect((w as unknown as { channel?: { thread: Worker } }).channel?.thread).not.toBe(thread);
     await w.close();
   });
 
