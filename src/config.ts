@@ -31,6 +31,7 @@ export const CONFIG_ENV = {
   CONVEYOR_SERVE_HOST: 'serving bind address (default 127.0.0.1)',
   CONVEYOR_SERVE_PORT: 'serving port (default 8080)',
   CONVEYOR_SERVE_POLL_MS: 'how often serving checks the registry for a new version (default 2000)',
+  CONVEYOR_SERVE_MAX_BATCH_ROWS: 'dynamic batching: rows one inference run may answer at once across concurrent requests (default 64; 1 turns it off)',
   CONVEYOR_PREDICTION_LOG_FLUSH_ROWS: 'prediction log: rows per batch (default 500)',
   CONVEYOR_PREDICTION_LOG_FLUSH_MS: 'prediction log: flush interval (default 2000)',
   CONVEYOR_PREDICTION_LOG_MAX_ROWS: 'prediction log: rows kept in memory while the store is down (default 100000)',

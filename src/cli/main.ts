@@ -626,9 +626,11 @@ export function buildProgram(): Command {
     .command('serve')
     .description('serve predictions from each model\'s production version')
     .option('--port <port>', 'port', (v) => Number(v))
-    .action(async (opts: { port?: number }) => {
-      const { startServing } = await import('../serving/service.js');
-      const service = await startServing(config, logger, opts.port ? { port: opts.port } : {});
+    .option('--max-batch-rows <n>', 'dynamic batching: rows one inference run may answer across concurrent requests (default 64, or CONVEYOR_SERVE_MAX_BATCH_ROWS; 1 turns it off)')
+    .action(async (opts: { port?: number; maxBatchRows?: string }) => {
+      const { parseMaxBatchRows, startServing } = await import('../serving/service.js');
+      const maxBatchRows = opts.maxBatchRows === undefined ? undefined : parseMaxBatchRows(opts.maxBatchRows, '--max-batch-rows');
+      const service = await startServing(config, logger, { ...(opts.port ? { port: opts.port } : {}), ...(maxBatchRows === undefined ? {} : { maxBatchRows }) });
       logger.info({ url: service.url, models: service.host.list() }, 'serving');
       for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void service.close());
     });

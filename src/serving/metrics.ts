@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 export type PredictionErrorReason = 'bad_request' | 'not_found' | 'internal';
 
@@ -69,6 +69,8 @@ export class ServingMetrics {
   /** Shadow copies not scored because too many were in flight. */
   readonly shadowSkipped: Counter<'model'>;
   readonly logPending: Gauge;
+  /** Requests answered per inference run (dynamic batching), per model, version and arm ("served" or "shadow"): observed once per run. */
+  readonly batchRequests: Histogram<'model' | 'version' | 'arm'>;
   private readonly series = new Map<string, AnswerSeries>();
 
   constructor(pendingRows: () => number = () => 0) {
@@ -105,6 +107,13 @@ export class ServingMetrics {
     });
     this.shadowSkipped = new Counter({ name: 'conveyor_shadow_skipped_total', help: 'Shadow copies not scored because too many were in flight', labelNames: ['model'], registers });
     this.logDropped = new Counter({ name: 'conveyor_prediction_log_dropped_total', help: 'Prediction log rows dropped because the buffer was full', registers });
+    this.batchRequests = new Histogram({
+      name: 'conveyor_inference_batch_requests',
+      help: 'Requests answered by one inference run (dynamic batching); arm is "served" (production, canary, challenger) or "shadow"',
+      labelNames: ['model', 'version', 'arm'],
+      buckets: [1, 2, 4, 8, 16, 32, 64],
+      registers,
+    });
     this.logPending = new Gauge({
       name: 'conveyor_prediction_log_pending',
       help: 'Prediction log rows in memory, not yet written to the store',

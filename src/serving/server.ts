@@ -10,6 +10,7 @@ import { keys } from '../store/keys.js';
 import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
 import { ServingMetrics, UNKNOWN_MODEL_LABEL } from './metrics.js';
 import { ServingTokens } from './tokens.js';
+import { RequestBatcher, type BatchAnswer } from './batcher.js';
 import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionRequest } from './prediction-log.js';
 
 type Row = Record<string, number | string | boolean | null>;
@@ -140,6 +141,12 @@ export interface ServingOptions {
    * with the app, after the log's last flush.
    */
   predictionLogWriter?: ObjectWriter;
+  /**
+   * Dynamic batching: requests for the same version that arrive in the same turn of the
+   * event loop are answered by one inference run of at most this many rows (default 64).
+   * No request waits for another to arrive. 1 turns it off (see `RequestBatcher`).
+   */
+  maxBatchRows?: number;
   /** Shadow copies allowed in flight at once (waiting in a batch or being scored); past it copies are skipped (and counted). */
   maxShadowInFlight?: number;
   /**
@@ -236,21 +243,6 @@ class ServingLogController extends LogController {
   }
 }
 
-interface ShadowCopy {
-  requestId: string;
-  rolloutId: string | null;
-  rows: Row[];
-}
-
-interface ShadowBatch {
-  served: ServedModel;
-  copies: ShadowCopy[];
-  rows: number;
-  /** Ends the batch's hold on its session. */
-  release: () => void;
-  timer: NodeJS.Timeout;
-}
-
 /** A finite number as JSON.stringify writes it; NaN and ±Infinity as null, as it does too. */
 function num(v: number): string {
   return Number.isFinite(v) ? String(v) : 'null';
@@ -314,6 +306,8 @@ export function createServingApp(opts: ServingOptions): FastifyInstance {
 }
 
 export function buildServing(opts: ServingOptions): Serving {
+  const maxBatchRows = opts.maxBatchRows ?? 64;
+  if (!Number.isSafeInteger(maxBatchRows) || maxBatchRows < 1) throw new RangeError(`maxBatchRows must be a positive integer, got ${maxBatchRows}`);
   const tokens = new ServingTokens(opts.tokens);
   const app = Fastify({
     loggerInstance: opts.logger.child({ component: 'serving' }, { level: 'warn' }) as FastifyBaseLogger,
@@ -370,13 +364,47 @@ export function buildServing(opts: ServingOptions): Serving {
     if (missing) throw new Error(`${served.model}@${served.version} needs feature "${missing.name}", which production's signature does not have`);
   }
 
+  /**
+   * Shadow copies are batched per candidate session, for longer than served requests (up to
+   * `shadowBatchDelayMs`): they are off the caller's path, and every batch saves a message to
+   * the candidate's thread and a run. Latency logged per copy is its run's time, not the wait
+   * for the batch to fill; spreading the run over the batch would hide a candidate with a fixed
+   * cost per run (a slow model would look fast). The rollout's latency bound needs both a ratio
+   * and an absolute excess (default +5 ms), so the small overhead of a batch never trips it.
+   */
+  const shadowBatchers = new WeakMap<ServedModel, RequestBatcher>();
+  const shadowBatchRows = opts.shadowBatchRows ?? 64;
+  const shadowBatchCopies = Math.max(1, Math.floor(maxShadowInFlight / 4));
+  const shadowBatchDelayMs = opts.shadowBatchDelayMs ?? 10;
+
+  /** One batcher per session, for the requests it answers (production, canary, challenger). */
+  const batchers = new WeakMap<ServedModel, RequestBatcher>();
+  function batcherOf(served: ServedModel, shadow: boolean): RequestBatcher {
+    const map = shadow ? shadowBatchers : batchers;
+    let batcher = map.get(served);
+    if (batcher === undefined) {
+      const labels = { model: served.model, version: String(served.version), arm: shadow ? 'shadow' : 'served' };
+      const onRun = (requests: number): void => metrics.batchRequests.observe(labels, requests);
+      batcher = new RequestBatcher(
+        served.loaded,
+        shadow ? { maxRows: shadowBatchRows, maxRequests: shadowBatchCopies, delayMs: shadowBatchDelayMs, onRun } : { maxRows: maxBatchRows, onRun },
+      );
+      map.set(served, batcher);
+    }
+    return batcher;
+  }
+
+  /** An answer from a batch outcome: each row's JSON, and the run's time. */
+  function answerOf(outcome: BatchAnswer): Answer {
+    // Microseconds are the clock's useful precision; fewer digits to write in the answer and the log.
+    return { predictions: outputsJson(outcome.prediction, outcome.start, outcome.end), latencyMs: Math.round(outcome.runMs * 1000) / 1000 };
+  }
+
   /** Runs a session on rows already checked against its signature (production's, or `checkCandidateInputs`), and shapes its answers. */
   async function infer(served: ServedModel, rows: Row[]): Promise<Answer> {
-    const started = performance.now();
-    const prediction = await served.loaded.predict(rows);
-    // Microseconds are the clock's useful precision; fewer digits to write in the answer and the log.
-    const latencyMs = Math.round((performance.now() - started) * 1000) / 1000;
-    return { predictions: outputsJson(prediction, 0, rows.length), latencyMs };
+    const outcome = await batcherOf(served, false).predict(rows);
+    if ('error' in outcome) throw outcome.error;
+    return answerOf(outcome);
   }
 
   function logRows(requestId: string, served: ServedModel, arm: Arm, rolloutId: string | null, rows: Row[], answer: Answer | { error: string; latencyMs: number }): void {
@@ -398,18 +426,9 @@ export function buildServing(opts: ServingOptions): Serving {
   }
 
   /**
-   * Shadow copies waiting to be scored, one open batch per candidate session. A batch holds
-   * its session (`useSession`) from its first copy until it has been scored, so a refresh
-   * cannot release the candidate under it; a later copy for a new candidate opens a new batch.
-   */
-  const shadowBatches = new Map<ServedModel, ShadowBatch>();
-  const shadowBatchRows = opts.shadowBatchRows ?? 64;
-  const shadowBatchCopies = Math.max(1, Math.floor(maxShadowInFlight / 4));
-  const shadowBatchDelayMs = opts.shadowBatchDelayMs ?? 10;
-
-  /**
    * Queues a copy of the request for the shadow candidate, scored after the caller has its
-   * answer; never throws, never blocks. Copies are batched (see `runShadowBatch`).
+   * answer; never throws, never blocks. The copy holds the candidate's session until it is
+   * scored, so a refresh cannot release the candidate under it.
    */
   function shadowScore(requestId: string, split: TrafficSplit, rows: Row[]): void {
     if (shadowInFlight >= maxShadowInFlight) {
@@ -418,102 +437,33 @@ export function buildServing(opts: ServingOptions): Serving {
     }
     shadowInFlight++;
     const served = split.candidate;
-    let batch = shadowBatches.get(served);
-    if (!batch) {
-      let release!: () => void;
-      const held = new Promise<void>((resolve) => (release = resolve));
-      // Counted in flight from now (useSession's count is taken synchronously) until release().
-      void opts.host.useSession(served, () => held);
-      const opened: ShadowBatch = { served, copies: [], rows: 0, release, timer: setTimeout(() => runShadowBatch(opened), shadowBatchDelayMs) };
-      batch = opened;
-      shadowBatches.set(served, batch);
-    }
-    batch.copies.push({ requestId, rolloutId: split.rolloutId, rows });
-    batch.rows += rows.length;
-    if (batch.rows >= shadowBatchRows || batch.copies.length >= shadowBatchCopies) {
-      clearTimeout(batch.timer);
-      // The next turn of the event loop: after the caller's answer has been sent.
-      const full = batch;
-      shadowBatches.delete(served);
-      setImmediate(() => runShadowBatch(full));
-    }
-  }
-
-  /**
-   * Scores a batch of shadow copies with one `predict` on their concatenated rows (one
-   * message to the candidate's thread, one onnxruntime run), then logs each copy as its own
-   * request. If the batch fails, each copy is scored alone, so an error is logged against
-   * the copy that caused it (and the others still get their answers).
-   *
-   * Latency recorded per copy: the whole batch's run time, i.e. how long the candidate took
-   * to produce this copy's answer (not the wait for the batch to fill). Amortising it over the
-   * batch would hide a candidate with a fixed cost per run (a slow model would look fast); the
-   * rollout's latency bound needs both a ratio and an absolute excess (default +5 ms), so the
-   * small batch overhead of a fast model never trips it.
-   */
-  function runShadowBatch(batch: ShadowBatch): void {
-    if (shadowBatches.get(batch.served) === batch) shadowBatches.delete(batch.served);
-    const { served, copies } = batch;
+    const rolloutId = split.rolloutId;
     const labels = { model: served.model, version: String(served.version), arm: 'shadow' as Arm };
-    const series = metrics.seriesOf(served.model, served.version, 'shadow');
-    const scored = (copy: ShadowCopy, predictions: string[], latencyMs: number): void => {
-      metrics.answered(series, copy.rows.length, latencyMs / 1000);
-      logRows(copy.requestId, served, 'shadow', copy.rolloutId, copy.rows, { predictions, latencyMs });
-    };
-    const failed = (copy: ShadowCopy, err: unknown, latencyMs: number): void => {
-      if (served.loaded.failure?.()) {
-        // The candidate's thread died (the host loads it again): not an answer of the
-        // candidate's. The copy is skipped and counted, not held against it.
-        metrics.shadowSkipped.inc({ model: served.model });
-        return;
-      }
-      metrics.inferenceFailures.inc(labels);
-      logRows(copy.requestId, served, 'shadow', copy.rolloutId, copy.rows, { error: (err as Error).message, latencyMs });
-    };
-    const done = (): void => {
-      shadowInFlight -= copies.length;
-      batch.release();
-    };
-    // Copies the candidate cannot take at all fail on their own, before the batch runs.
-    const ready: ShadowCopy[] = [];
-    for (const copy of copies) {
-      try {
-        checkCandidateInputs(served, copy.rows);
-        ready.push(copy);
-      } catch (err) {
-        failed(copy, err, 0);
-      }
-    }
-    if (ready.length === 0) return done();
-    const rows = ready.length === 1 ? ready[0]!.rows : ready.flatMap((c) => c.rows);
-    const started = performance.now();
-    served.loaded.predict(rows).then(
-      (prediction) => {
-        const runMs = performance.now() - started;
-        let start = 0;
-        for (const copy of ready) {
-          const end = start + copy.rows.length;
-          scored(copy, outputsJson(prediction, start, end), runMs);
-          start = end;
+    void opts.host
+      .useSession(served, async () => {
+        try {
+          // A copy the candidate cannot take at all fails on its own, without a run.
+          checkCandidateInputs(served, rows);
+        } catch (error) {
+          return { error, runMs: 0 };
         }
-        done();
-      },
-      async (err: unknown) => {
-        if (ready.length === 1) failed(ready[0]!, err, performance.now() - started);
-        else {
-          for (const copy of ready) {
-            const alone = performance.now();
-            try {
-              const prediction = await served.loaded.predict(copy.rows);
-              scored(copy, outputsJson(prediction, 0, copy.rows.length), performance.now() - alone);
-            } catch (e) {
-              failed(copy, e, performance.now() - alone);
-            }
-          }
+        return batcherOf(served, true).predict(rows);
+      })
+      .then((outcome) => {
+        shadowInFlight--;
+        if (!('error' in outcome)) {
+          const answer = answerOf(outcome);
+          metrics.answered(metrics.seriesOf(served.model, served.version, 'shadow'), rows.length, answer.latencyMs / 1000);
+          logRows(requestId, served, 'shadow', rolloutId, rows, answer);
+        } else if (served.loaded.failure?.()) {
+          // The candidate's thread died (the host loads it again): not an answer of the
+          // candidate's. The copy is skipped and counted, not held against it.
+          metrics.shadowSkipped.inc({ model: served.model });
+        } else {
+          metrics.inferenceFailures.inc(labels);
+          logRows(requestId, served, 'shadow', rolloutId, rows, { error: (outcome.error as Error).message, latencyMs: outcome.runMs });
         }
-        done();
-      },
-    );
+      });
   }
 
   /** A refused prediction request (not a closure per request: this is the hot path's function). */

@@ -44,12 +44,29 @@ export function predictionLogOptionsFromEnv(env: NodeJS.ProcessEnv = process.env
   return options;
 }
 
+/** `CONVEYOR_SERVE_MAX_BATCH_ROWS`, if set: the rows one inference run may answer across concurrent requests. */
+export function maxBatchRowsFromEnv(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const raw = env.CONVEYOR_SERVE_MAX_BATCH_ROWS;
+  if (raw === undefined || raw === '') return undefined;
+  return parseMaxBatchRows(raw, 'CONVEYOR_SERVE_MAX_BATCH_ROWS');
+}
+
+/** A max-batch-rows setting (`source` names where it came from, for the error). */
+export function parseMaxBatchRows(raw: string, source: string): number {
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value < 1 || value > 100_000) throw new Error(`${source} must be an integer from 1 to 100000 (1 turns dynamic batching off), got "${raw}"`);
+  return value;
+}
+
 /** Starts the prediction service: polls the registry and serves each model's production version. */
 export async function startServing(
   config: Config,
   logger: Logger,
-  opts: { port?: number; tokens?: string[]; predictionLog?: Partial<PredictionLogOptions> } = {},
+  opts: { port?: number; tokens?: string[]; predictionLog?: Partial<PredictionLogOptions>; maxBatchRows?: number } = {},
 ): Promise<RunningService> {
+  // Settings are checked before anything starts.
+  const maxBatchRows = opts.maxBatchRows ?? maxBatchRowsFromEnv();
+  const predictionLog = { ...predictionLogOptionsFromEnv(), ...opts.predictionLog };
   const store = new MinioArtifactStore(config.s3);
   const host = new ModelHost(new Registry(store), store, logger);
   await host.refresh();
@@ -70,7 +87,8 @@ export async function startServing(
       tokens: opts.tokens ?? servingTokens(config.home),
       store,
       predictionLogWriter,
-      predictionLog: { ...predictionLogOptionsFromEnv(), ...opts.predictionLog },
+      predictionLog,
+      ...(maxBatchRows === undefined ? {} : { maxBatchRows }),
     });
     url = await serving.app.listen({ host: config.serving.host, port: opts.port ?? config.serving.port });
   } catch (err) {
@@ -81,12 +99,12 @@ export async function startServing(
     await host.close();
     throw err;
   }
-  const { app, metrics, predictionLog } = serving;
+  const { app, metrics } = serving;
   return {
     app,
     host,
     metrics,
-    predictionLog,
+    predictionLog: serving.predictionLog,
     url,
     close: async () => {
       clearInterval(timer);

@@ -13,7 +13,7 @@ import { buildServing, bucket, ROUTING_KEY_HEADER, type Serving, type ServingOpt
 import type { ModelVersionRecord, TrafficMode, TrafficRecord } from '../../src/shared/registry-types.js';
 import { keys } from '../../src/store/keys.js';
 import { MemoryArtifactStore } from '../../src/store/memory-store.js';
-import { deployFixtureModel, FIXTURE_METADATA_BYTES, FIXTURE_MODEL_BYTES, FIXTURE_MODEL_SHA, fixtureVersionDraft } from '../helpers/fixture-model.js';
+import { creditRows, deployFixtureModel, FIXTURE_METADATA_BYTES, FIXTURE_MODEL_BYTES, FIXTURE_MODEL_SHA, fixtureVersionDraft } from '../helpers/fixture-model.js';
 
 const MODEL = 'credit-risk';
 const TOKEN = 'a-long-enough-test-token-123';
@@ -424,6 +424,78 @@ describe('traffic routing', () => {
     rows = await waitForRows(s, (r) => r.some((x) => x.arm === 'shadow' && x.requestId === after.requestId));
     expect(metricValue(await metricsText(s), 'conveyor_shadow_skipped_total{model="credit-risk"}')).toBe(skipped);
     expect(rows.filter((r) => r.arm === 'shadow')).toHaveLength(burst - skipped + 1);
+  });
+});
+
+describe('dynamic batching', () => {
+  const batchRuns = (text: string, version: number, arm = 'served'): { runs: number; requests: number; alone: number } => ({
+    runs: metricValue(text, `conveyor_inference_batch_requests_count{model="${MODEL}",version="${version}",arm="${arm}"}`) ?? 0,
+    requests: metricValue(text, `conveyor_inference_batch_requests_sum{model="${MODEL}",version="${version}",arm="${arm}"}`) ?? 0,
+    alone: metricValue(text, `conveyor_inference_batch_requests_bucket{le="1",model="${MODEL}",version="${version}",arm="${arm}"}`) ?? 0,
+  });
+
+  it('concurrent requests share inference runs; each gets the answer its rows get alone, and its own log rows', async () => {
+    await host.refresh();
+    const batched = start();
+    const unbatched = start({ maxBatchRows: 1 });
+    const rows = creditRows(40, 5);
+    const payloads = rows.map((row, i) => (i % 4 === 3 ? { instances: [row, rows[(i + 1) % rows.length]] } : { instance: row }));
+    const [viaBatches, alone] = await Promise.all([Promise.all(payloads.map((p) => predict(batched, p))), Promise.all(payloads.map((p) => predict(unbatched, p)))]);
+
+    const b = batchRuns(await metricsText(batched), 1);
+    expect(b.requests).toBe(40);
+    expect(b.runs).toBeLessThan(40);
+    const u = batchRuns(await metricsText(unbatched), 1);
+    expect(u).toEqual({ runs: 40, requests: 40, alone: 40 });
+
+    for (const [i, res] of viaBatches.entries()) {
+      expect(res.statusCode).toBe(200);
+      const got = res.json() as PredictResponse;
+      const want = alone[i]!.json() as PredictResponse;
+      expect(got).toMatchObject({ model: MODEL, version: 1, arm: 'production' });
+      expect(got.predictions).toHaveLength(want.predictions.length);
+      for (const [j, p] of got.predictions.entries()) {
+        const q = want.predictions[j]!;
+        expect(p.label).toBe(q.label);
+        expect(Object.keys(p.probabilities)).toEqual(Object.keys(q.probabilities));
+        for (const c of Object.keys(q.probabilities)) expect(Math.abs(p.probabilities[c]! - q.probabilities[c]!)).toBeLessThan(1e-6);
+      }
+    }
+
+    // The log has each request's own features and outputs, row by row.
+    const logged = (await loggedRows(batched)).filter((r) => r.arm === 'production');
+    expect(logged).toHaveLength(50);
+    for (const [i, res] of viaBatches.entries()) {
+      const body = res.json() as PredictResponse;
+      const mine = logged.filter((r) => r.requestId === body.requestId).sort((x, y) => x.rowIndex - y.rowIndex);
+      const sent = 'instances' in payloads[i]! ? payloads[i]!.instances : [payloads[i]!.instance];
+      expect(mine.map((r) => r.features)).toEqual(sent);
+      expect(mine.map((r) => r.output)).toEqual(body.predictions);
+    }
+  });
+
+  it('a candidate that fails on some rows fails only the requests that sent them: the others in its batch are answered by it', async () => {
+    const v2 = await registerCandidate('c2', ERRORING_BYTES);
+    await setSplit('canary', v2, 100, 'ro-batch', 'canary-100');
+    await host.refresh();
+    const s = start();
+    // The erroring candidate fails any run with a row of age > 100.
+    const responses = await Promise.all(Array.from({ length: 20 }, (_, i) => predict(s, { key: `k${i}`, instance: i % 2 === 0 ? ROW : { ...ROW, age: 150 } })));
+    for (const [i, res] of responses.entries()) {
+      expect(res.statusCode).toBe(200);
+      expect((res.json() as PredictResponse).arm).toBe(i % 2 === 0 ? 'canary' : 'production');
+    }
+    const text = await metricsText(s);
+    expect(metricValue(text, `conveyor_inference_failures_total{model="${MODEL}",version="2",arm="canary"}`)).toBe(10);
+    expect(metricValue(text, `conveyor_predictions_total{model="${MODEL}",version="2",arm="canary"}`)).toBe(10);
+    // The candidate's first run held all 20 and failed; each was then run alone.
+    const runs = batchRuns(text, 2);
+    expect(runs.runs).toBeGreaterThan(20);
+    expect(runs.alone).toBe(20);
+  });
+
+  it('refuses a maxBatchRows that is not a positive integer', () => {
+    expect(() => start({ maxBatchRows: 0 })).toThrow(/maxBatchRows must be a positive integer, got 0/);
   });
 });
 
