@@ -73,10 +73,13 @@ export class RequestBatcher {
 
   /**
    * Answers `rows` in the next batch. A batch runs in a later turn of the event loop, never
-   * inside this call: when it is full (`maxRows`, `maxRequests`), else after `delayMs`.
+   * inside this call: when it is full (`maxRows`, `maxRequests`), else after `delayMs`. With
+   * batching off (`maxRows` 1, no delay) the request's run starts inside this call.
    * Never rejects: a failed run is an outcome with its error.
    */
   predict(rows: Row[]): Promise<BatchOutcome> {
+    // Batching off (one row per run, no delay): each request runs at once, as if there were no batcher.
+    if (this.opts.maxRows === 1 && this.delayMs === 0) return new Promise<BatchOutcome>((done) => this.runAlone({ rows, done }));
     return new Promise<BatchOutcome>((done) => {
       if (this.rows > 0 && this.rows + rows.length > this.opts.maxRows) this.seal();
       this.waiting.push({ rows, done });

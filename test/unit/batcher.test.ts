@@ -77,11 +77,12 @@ describe('RequestBatcher', () => {
     expect(outcomes.map(valuesOf)).toEqual([[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12, 13, 14], Array.from({ length: 10 }, (_, i) => 100 + i), [15]]);
   });
 
-  it('maxRows 1 turns batching off: one call per request', async () => {
+  it('maxRows 1 turns batching off: one call per request, started at once', async () => {
     const model = new RecordingModel();
     const batcher = new RequestBatcher(model, { maxRows: 1 });
-    const outcomes = await Promise.all([1, 2, 3].map((x) => batcher.predict(rowsOf(x))));
+    const pending = [1, 2, 3].map((x) => batcher.predict(rowsOf(x)));
     expect(model.calls).toEqual([[1], [2], [3]]);
+    const outcomes = await Promise.all(pending);
     expect(outcomes.map(valuesOf)).toEqual([[1], [2], [3]]);
   });
 
