@@ -105,8 +105,9 @@ export class RequestBatcher {
   /** The batch is full: it runs in the next turn of the event loop (after the caller's own work). */
   private seal(): void {
     if (this.timer !== undefined) {
-      clearImmediate(this.timer as NodeJS.Immediate);
-      clearTimeout(this.timer as NodeJS.Timeout);
+      // Each with its own clear: clearImmediate on a Timeout (or the reverse) corrupts the other's queue.
+      if (this.delayMs === 0) clearImmediate(this.timer as NodeJS.Immediate);
+      else clearTimeout(this.timer as NodeJS.Timeout);
       this.timer = undefined;
     }
     const batch = this.take();

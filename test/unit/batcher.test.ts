@@ -118,6 +118,19 @@ describe('RequestBatcher', () => {
     });
   });
 
+  it('sealing a batch that waits on a timer leaves the process timers and immediates working', async () => {
+    const model = new RecordingModel();
+    const delayed = new RequestBatcher(model, { maxRows: 64, maxRequests: 2, delayMs: 5 });
+    // The second request seals the first batch, cancelling its timer; the third waits on a new one.
+    const outcomes = Promise.all([1, 2, 3].map((x) => delayed.predict(rowsOf(x))));
+    await nextTurn();
+    const other = new RecordingModel();
+    const sameTurn = new RequestBatcher(other, { maxRows: 64 });
+    expect(valuesOf(await sameTurn.predict(rowsOf(9)))).toEqual([9]);
+    expect((await outcomes).map(valuesOf)).toEqual([[1], [2], [3]]);
+    expect(model.calls).toEqual([[1, 2], [3]]);
+  });
+
   it('a failed batch runs each request again alone: the failure is the request that caused it', async () => {
     const model = new RecordingModel();
     const runs: Array<[number, number]> = [];
