@@ -39,7 +39,7 @@ if (values.by !== 'function' && values.by !== 'file') throw new Error(`--by: "fu
 
 const profile = JSON.parse(readFileSync(profilePath, 'utf8')) as Profile;
 const line = readFileSync(benchOutput, 'utf8').split('\n').filter((l) => l.startsWith('{"bench":"serving"')).pop();
-if (!line) throw new Error(`${benchOutput}: no JSON line of bench/serving (run it with conveyor, bare and run-only)`);
+if (!line) throw new Error(`${benchOutput}: no JSON line of bench/serving`);
 const windows = (JSON.parse(line) as { windows?: Window[] }).windows;
 if (!windows?.length) throw new Error(`${benchOutput}: the JSON line has no measured windows`);
 

@@ -539,7 +539,7 @@ async function main(): Promise<void> {
           cell.mainThreadCpuMs = cell.mainThreadCpuMs === null || t0 === null || t1 === null ? null : cell.mainThreadCpuMs + (t1 - t0);
           cell.minioCpuMs = cell.minioCpuMs === null || m0 === null || m1 === null ? null : cell.minioCpuMs + (m1 - m0);
           if (s0) {
-            // Copies still in flight when the window closed (≤ 64) are given a moment to settle.
+            // Copies still in flight when the window closed (≤ 256) are given a moment to settle.
             await new Promise((r) => setTimeout(r, 200));
             const s1 = await shadowCounts(serving.metrics);
             const prev = cell.shadow ?? { scored: 0, skipped: 0, failed: 0 };
@@ -554,6 +554,18 @@ async function main(): Promise<void> {
 
     // Flush the prediction log and check it wrote every conveyor row (and every scored shadow copy).
     const shadowTotal = opts.shadow ? await shadowCounts(serving.metrics) : undefined;
+    // Dynamic batching as it happened (warm-ups and checks included): requests per inference run, per model and arm.
+    const batching = (await serving.metrics.batchRequests.get()).values
+      .filter((v) => v.metricName?.endsWith('_sum') || v.metricName?.endsWith('_count'))
+      .reduce<Record<string, { runs: number; requests: number; requestsPerRun?: number }>>((acc, v) => {
+        const k = `${v.labels.model}/${v.labels.arm}`;
+        const e = (acc[k] ??= { runs: 0, requests: 0 });
+        if (v.metricName!.endsWith('_sum')) e.requests += v.value;
+        else e.runs += v.value;
+        e.requestsPerRun = e.runs ? Math.round((e.requests / e.runs) * 10) / 10 : undefined;
+        return acc;
+      }, {});
+    progress(`requests per inference run: ${Object.entries(batching).map(([k, e]) => `${k} ${e.requestsPerRun} (${e.runs} runs)`).join(', ')}`);
     await serving.app.close();
     await unbatched.app.close();
     const logs = [serving.predictionLog!, unbatched.predictionLog!];
@@ -625,13 +637,15 @@ async function main(): Promise<void> {
               `${r.pass ? 'PASS' : 'FAIL'} (≤ ${TARGETS.shadowCpuRatio}x)`,
             ]),
           ),
-          `shadow (${SHADOW_MODEL}: production v${shadowVersions!.production}, shadow v${shadowVersions!.candidate} on a worker thread): ${shadowTotal!.scored} copies scored, ${shadowTotal!.skipped} skipped (over 64 in flight), ${shadowTotal!.failed} failed in all (warm-ups, measured windows, checks; scored/skipped columns: measured windows only)`,
+          `shadow (${SHADOW_MODEL}: production v${shadowVersions!.production}, shadow v${shadowVersions!.candidate} on a worker thread): ${shadowTotal!.scored} copies scored, ${shadowTotal!.skipped} skipped (over 256 in flight), ${shadowTotal!.failed} failed in all (warm-ups, measured windows, checks; scored/skipped columns: measured windows only)`,
           cpuCheckLine!,
         ]
       : [];
     if (!BASE_VARIANTS.every((v) => selected.includes(v))) {
       for (const [k, cell] of cells) progress(`${k}: ${Math.round(cell.requests / cell.seconds)} req/s, p50 ${percentile(cell.latencies, 50).toFixed(3)} ms, p99 ${percentile(cell.latencies, 99).toFixed(3)} ms, CPU ${(cell.cpuMs / cell.requests).toFixed(3)} ms/req`);
       if (shadowLines.length) process.stdout.write(`${shadowLines.join('\n')}\n`);
+      // The measured windows, for bench/profile-by-variant.ts.
+      process.stdout.write(`${JSON.stringify({ bench: 'serving', partial: true, date: new Date().toISOString(), code, options: opts, predictionLog, batching, windows })}\n`);
       return;
     }
     /** A Conveyor variant against bare at one concurrency; the targets are judged for `conveyor` (the default configuration). */
@@ -710,7 +724,7 @@ async function main(): Promise<void> {
       '',
     ];
     process.stdout.write(out.join('\n'));
-    process.stdout.write(`${JSON.stringify({ bench: 'serving', date: new Date().toISOString(), machine, code, options: opts, results: results.map((r) => ({ ...r })), ...(opts.shadow ? { shadow: { cpuCheck, versions: shadowVersions, results: shadowResults, total: shadowTotal } } : {}), predictionLog, windows })}\n`);
+    process.stdout.write(`${JSON.stringify({ bench: 'serving', date: new Date().toISOString(), machine, code, options: opts, results: results.map((r) => ({ ...r })), ...(opts.shadow ? { shadow: { cpuCheck, versions: shadowVersions, results: shadowResults, total: shadowTotal } } : {}), predictionLog, batching, windows })}\n`);
   } catch (err) {
     failed = true;
     throw err;

@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { loadModel, type ClassLabel, type LoadedModel, type ModelMetadata, type Prediction } from './onnx-model.js';
+import { loadModel, type ClassLabel, type Columns, type ModelMetadata, type Prediction, type SessionModel } from './onnx-model.js';
 
 /**
  * A `Prediction` as it crosses the thread boundary: typed arrays whose buffers are
@@ -11,8 +11,8 @@ export type WirePrediction =
   | { task: 'classification'; probabilities: Float32Array; labels: ClassLabel[] }
   | { task: 'regression'; values: Float64Array };
 
-/** What the main thread sends an inference thread, and what comes back. */
-export type ThreadRequest = { id: number; rows: Array<Record<string, unknown>> } | { id: number; release: true };
+/** What the main thread sends an inference thread (rows as the model's input columns: see `buildColumns`), and what comes back. */
+export type ThreadRequest = { id: number; columns: Columns; n: number } | { id: number; release: true };
 export type ThreadReply = { id: number; prediction: WirePrediction; latencyMs: number } | { id: number; error: string; name: string } | { id: number; released: true };
 export interface ThreadInit {
   bytes: Uint8Array;
@@ -49,7 +49,7 @@ const port = parentPort;
 if (port) {
   const init = workerData as ThreadInit;
   const classIndex = new Map<ClassLabel, number>((init.metadata.classes ?? []).map((c, j) => [c, j]));
-  let model: LoadedModel | undefined;
+  let model: SessionModel | undefined;
   const ready = loadModel(init.bytes, init.sha256, init.metadata).then(
     (m) => {
       model = m;
@@ -67,7 +67,7 @@ if (port) {
       try {
         if (!model) throw new Error('model failed to load');
         const started = performance.now();
-        const { wire, transfer } = toWire(await model.predict(msg.rows), classIndex);
+        const { wire, transfer } = toWire(await model.predictColumns(msg.columns, msg.n), classIndex);
         port.postMessage({ id: msg.id, prediction: wire, latencyMs: performance.now() - started } satisfies ThreadReply, transfer);
       } catch (err) {
         port.postMessage({ id: msg.id, error: (err as Error).message, name: (err as Error).name } satisfies ThreadReply);

@@ -125,6 +125,11 @@ export interface LoadedModel {
   failure?(): Error | undefined;
 }
 
+/** An in-process model, which can also be given its rows already as columns (see `buildColumns`). */
+export interface SessionModel extends LoadedModel {
+  predictColumns(columns: Columns, n: number, opts?: PredictOptions): Promise<Prediction>;
+}
+
 export const DEFAULT_BATCH_SIZE = 1024;
 export const MISSING_CATEGORY = '__missing__';
 
@@ -147,7 +152,7 @@ export async function loadModel(
   bytes: Uint8Array,
   expectedSha256: string,
   metadata: ModelMetadata,
-): Promise<LoadedModel> {
+): Promise<SessionModel> {
   const actual = sha256Hex(bytes);
   const expected = expectedSha256.trim().toLowerCase();
   if (actual !== expected) throw new ArtifactIntegrityError(expected, actual);
@@ -206,19 +211,23 @@ function toCategory(v: unknown, field: string, row: number): string {
   throw new InputValidationError(field, row, `expected a string, got ${typeof v}`);
 }
 
-type Column = Float32Array | string[];
+/** One input's values for every row: float32 for float inputs, strings for string inputs. */
+export type Column = Float32Array | string[];
+/** A model's inputs as columns, by input name: what a run is fed, and what crosses to an inference thread (far cheaper to copy than row objects). */
+export type Columns = Record<string, Column>;
 
-function buildColumns(rows: Array<Record<string, unknown>>, metadata: ModelMetadata): Map<string, Column> {
-  const columns = new Map<string, Column>();
+/** Rows as the model's input columns, each value converted (and checked) as `predict` does. */
+export function buildColumns(rows: Array<Record<string, unknown>>, metadata: ModelMetadata): Columns {
+  const columns: Columns = {};
   for (const { name, type } of metadata.inputs) {
-    columns.set(name, type === 'float' ? new Float32Array(rows.length) : new Array<string>(rows.length));
+    columns[name] = type === 'float' ? new Float32Array(rows.length) : new Array<string>(rows.length);
   }
   rows.forEach((row, r) => {
     if (row === null || typeof row !== 'object') {
       throw new InputValidationError('(row)', r, `expected an object, got ${row === null ? 'null' : typeof row}`);
     }
     for (const { name, type } of metadata.inputs) {
-      const col = columns.get(name)!;
+      const col = columns[name]!;
       if (type === 'float') (col as Float32Array)[r] = toFloat(row[name], name, r);
       else (col as string[])[r] = toCategory(row[name], name, r);
     }
@@ -243,7 +252,7 @@ interface Gathered {
   values: Float64Array;
 }
 
-class OnnxModel implements LoadedModel {
+class OnnxModel implements SessionModel {
   private released = false;
   /** Outputs fetched from every run. */
   private readonly fetches: string[];
@@ -292,34 +301,48 @@ class OnnxModel implements LoadedModel {
   }
 
   async predict(rows: Array<Record<string, unknown>>, opts: PredictOptions = {}): Promise<Prediction> {
+    if (rows.length !== 1) return this.predictColumns(buildColumns(rows, this.metadata), rows.length, opts);
+    if (this.released) throw new Error('model has been released');
+    const into = this.gathered(1);
+    await this.runInto(this.oneRowFeeds(rows[0]!), 0, 1, into);
+    return this.answer(into, 1);
+  }
+
+  async predictColumns(columns: Columns, n: number, opts: PredictOptions = {}): Promise<Prediction> {
     if (this.released) throw new Error('model has been released');
     const batchSize = opts.batchSize ?? DEFAULT_BATCH_SIZE;
     if (!Number.isInteger(batchSize) || batchSize < 1) {
       throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
     }
+    for (const { name } of this.metadata.inputs) {
+      if (columns[name]?.length !== n) throw new InputValidationError(name, 0, `expected a column of ${n} values, got ${columns[name]?.length ?? 'none'}`);
+    }
+    const into = this.gathered(n);
+    for (let start = 0; start < n; start += batchSize) {
+      const end = Math.min(n, start + batchSize);
+      const feeds: Record<string, Tensor> = {};
+      for (const { name } of this.metadata.inputs) {
+        const col = columns[name]!;
+        // The whole column when it is one run (no copy), else this run's slice.
+        const part = start === 0 && end === n ? col : col.slice(start, end);
+        feeds[name] = part instanceof Float32Array ? new Tensor('float32', part, [end - start, 1]) : new Tensor('string', part, [end - start, 1]);
+      }
+      await this.runInto(feeds, start, end - start, into);
+    }
+    return this.answer(into, n);
+  }
+
+  private gathered(n: number): Gathered {
+    const k = this.metadata.classes?.length ?? 0;
+    const isClassifier = this.metadata.task === 'classification';
+    return { labels: [], probabilities: new Float32Array(isClassifier ? n * k : 0), values: new Float64Array(isClassifier ? 0 : n) };
+  }
+
+  /** The prediction of `n` rows gathered from their runs; a classifier without a label output labels by the highest probability. */
+  private answer(into: Gathered, n: number): Prediction {
     const { outputs, classes = [] } = this.metadata;
-    const n = rows.length;
     const k = classes.length;
     const isClassifier = this.metadata.task === 'classification';
-    const into: Gathered = { labels: [], probabilities: new Float32Array(isClassifier ? n * k : 0), values: new Float64Array(isClassifier ? 0 : n) };
-
-    if (n === 1) {
-      await this.runInto(this.oneRowFeeds(rows[0]!), 0, 1, into);
-    } else {
-      const columns = buildColumns(rows, this.metadata);
-      for (let start = 0; start < n; start += batchSize) {
-        const end = Math.min(n, start + batchSize);
-        const feeds: Record<string, Tensor> = {};
-        for (const [name, col] of columns) {
-          feeds[name] =
-            col instanceof Float32Array
-              ? new Tensor('float32', col.slice(start, end), [end - start, 1])
-              : new Tensor('string', col.slice(start, end), [end - start, 1]);
-        }
-        await this.runInto(feeds, start, end - start, into);
-      }
-    }
-
     if (!isClassifier) return { task: 'regression', values: into.values };
     const { labels, probabilities } = into;
     if (!outputs.label) {

@@ -78,15 +78,18 @@ export class RequestBatcher {
    * Never rejects: a failed run is an outcome with its error.
    */
   predict(rows: Row[]): Promise<BatchOutcome> {
+    return new Promise<BatchOutcome>((done) => this.enqueue(rows, done));
+  }
+
+  /** `predict` with a callback instead of a promise (for callers that queue many requests at once, like shadow copies). */
+  enqueue(rows: Row[], done: (outcome: BatchOutcome) => void): void {
     // Batching off (one row per run, no delay): each request runs at once, as if there were no batcher.
-    if (this.opts.maxRows === 1 && this.delayMs === 0) return new Promise<BatchOutcome>((done) => this.runAlone({ rows, done }));
-    return new Promise<BatchOutcome>((done) => {
-      if (this.rows > 0 && this.rows + rows.length > this.opts.maxRows) this.seal();
-      this.waiting.push({ rows, done });
-      this.rows += rows.length;
-      if (this.rows >= this.opts.maxRows || this.waiting.length >= this.maxRequests) this.seal();
-      else if (this.timer === undefined) this.timer = this.delayMs === 0 ? setImmediate(this.onTimer) : setTimeout(this.onTimer, this.delayMs);
-    });
+    if (this.opts.maxRows === 1 && this.delayMs === 0) return this.runAlone({ rows, done });
+    if (this.rows > 0 && this.rows + rows.length > this.opts.maxRows) this.seal();
+    this.waiting.push({ rows, done });
+    this.rows += rows.length;
+    if (this.rows >= this.opts.maxRows || this.waiting.length >= this.maxRequests) this.seal();
+    else if (this.timer === undefined) this.timer = this.delayMs === 0 ? setImmediate(this.onTimer) : setTimeout(this.onTimer, this.delayMs);
   }
 
   private readonly onTimer = (): void => {

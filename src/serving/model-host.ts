@@ -98,13 +98,21 @@ export class ModelHost {
 
   /** Runs `fn` against a session, counting it as in flight so a swap never releases it mid-request. */
   async useSession<T>(served: ServedModel, fn: (served: ServedModel) => Promise<T>): Promise<T> {
-    served.inFlight++;
+    const release = this.hold(served);
     try {
       return await fn(served);
     } finally {
+      release();
+    }
+  }
+
+  /** Counts a use of the session until the returned function is called (once): `useSession` without a promise. */
+  hold(served: ServedModel): () => void {
+    served.inFlight++;
+    return () => {
       served.inFlight--;
       if (served.inFlight === 0) (served as Retiring).onDrained?.();
-    }
+    };
   }
 
   refresh(): Promise<void> {

@@ -25,7 +25,12 @@ export interface PredictionRecord {
   arm: Arm;
   /** The rollout that routed this row, when one was running. */
   rolloutId?: string;
-  features: Record<string, unknown>;
+  /**
+   * The row's features as the caller sent them. Null on `shadow` rows: a shadow copy scores the
+   * same row as production, whose row (same `requestId` and `rowIndex`) has them; not storing
+   * them twice halves what shadow mode writes.
+   */
+  features: Record<string, unknown> | null;
   /** Null when inference failed; `error` then says why. */
   output: PredictionOutput | null;
   error?: string;
@@ -124,6 +129,19 @@ class Batch {
   }
 }
 
+interface RouteText {
+  model: string;
+  version: number;
+  sha256: string;
+  arm: string;
+  rolloutId: string | null;
+  text: string;
+}
+
+function sameRoute(route: RouteText, r: PredictionRequest): boolean {
+  return route.model === r.model && route.version === r.version && route.sha256 === r.sha256 && route.arm === r.arm && route.rolloutId === r.rolloutId;
+}
+
 /** The fields a route's requests share (`"model":…` to `"arm":…` and `"rolloutId"`), as JSON text. */
 function routeFields(r: PredictionRequest): string {
   return `"model":${JSON.stringify(r.model)},"version":${JSON.stringify(r.version)},"sha256":${JSON.stringify(r.sha256)},"arm":${JSON.stringify(r.arm)}${r.rolloutId ? `,"rolloutId":${JSON.stringify(r.rolloutId)}` : ''}`;
@@ -182,25 +200,33 @@ export class PredictionLog {
   /**
    * Appends one request's rows: row i is written as a `PredictionRecord` with the request's
    * fields, `rowIndex` i, `features[i]` and the output whose JSON text is `outputs[i]` (or
-   * `output: null` and the request's `error`). Serialized now; nothing passed in is kept.
+   * `output: null` and the request's `error`). Shadow rows are written with `features: null`
+   * (see `PredictionRecord.features`). Serialized now; nothing passed in is kept.
    */
   appendRequest(request: PredictionRequest, features: readonly Record<string, unknown>[], outputs: readonly string[] | null): void {
     const h = this.head(request);
+    const shadow = request.arm === 'shadow';
     for (let i = 0; i < features.length; i++) {
       const output = outputs ? outputs[i]! : 'null';
-      this.push(request.model, request.time, `${h},"rowIndex":${i},"features":${JSON.stringify(features[i])},"output":${output}}`);
+      this.push(request.model, request.time, `${h},"rowIndex":${i},"features":${shadow ? 'null' : JSON.stringify(features[i])},"output":${output}}`);
     }
     this.appended();
   }
 
-  /** The route fields of the last request, reused while requests keep coming on the same route (the usual case). */
-  private lastRoute: { model: string; version: number; sha256: string; arm: string; rolloutId: string | null; text: string } | undefined;
+  /**
+   * The route fields of the last two routes, reused while requests keep coming on them (the
+   * usual case: one route, or production and its shadow copies taking turns).
+   */
+  private lastRoute: RouteText | undefined;
+  private otherRoute: RouteText | undefined;
 
   /** A request's shared fields as the start of its rows' JSON objects (without the closing brace); `rolloutId` and `error` only when set. */
   private head(r: PredictionRequest): string {
     let route = this.lastRoute;
-    if (route === undefined || route.model !== r.model || route.version !== r.version || route.sha256 !== r.sha256 || route.arm !== r.arm || route.rolloutId !== r.rolloutId) {
-      route = this.lastRoute = { model: r.model, version: r.version, sha256: r.sha256, arm: r.arm, rolloutId: r.rolloutId, text: routeFields(r) };
+    if (route === undefined || !sameRoute(route, r)) {
+      const other = this.otherRoute;
+      this.otherRoute = route;
+      route = this.lastRoute = other !== undefined && sameRoute(other, r) ? other : { model: r.model, version: r.version, sha256: r.sha256, arm: r.arm, rolloutId: r.rolloutId, text: routeFields(r) };
     }
     const error = r.error === undefined ? '' : `,"error":${JSON.stringify(r.error)}`;
     return `{"requestId":${JSON.stringify(r.requestId)},"time":${JSON.stringify(r.time)},${route.text},"latencyMs":${JSON.stringify(r.latencyMs)}${error}`;

@@ -8,7 +8,7 @@ import type { ArtifactStore } from '../store/artifact-store.js';
 import type { ObjectWriter } from '../store/threaded-writer.js';
 import { keys } from '../store/keys.js';
 import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
-import { ServingMetrics, UNKNOWN_MODEL_LABEL } from './metrics.js';
+import { ServingMetrics, UNKNOWN_MODEL_LABEL, type AnswerSeries } from './metrics.js';
 import { ServingTokens } from './tokens.js';
 import { RequestBatcher, type BatchAnswer } from './batcher.js';
 import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionRequest } from './prediction-log.js';
@@ -318,7 +318,7 @@ export function buildServing(opts: ServingOptions): Serving {
   });
   let predictionLog: PredictionLog | undefined;
   let shadowInFlight = 0;
-  const maxShadowInFlight = opts.maxShadowInFlight ?? 64;
+  const maxShadowInFlight = opts.maxShadowInFlight ?? 256;
   const metrics = new ServingMetrics(() => predictionLog?.pending ?? 0);
   if (opts.store) {
     const writer = opts.predictionLogWriter;
@@ -372,26 +372,36 @@ export function buildServing(opts: ServingOptions): Serving {
    * cost per run (a slow model would look fast). The rollout's latency bound needs both a ratio
    * and an absolute excess (default +5 ms), so the small overhead of a batch never trips it.
    */
-  const shadowBatchers = new WeakMap<ServedModel, RequestBatcher>();
+  const shadowTargets = new WeakMap<ServedModel, { batcher: RequestBatcher; series: AnswerSeries }>();
   const shadowBatchRows = opts.shadowBatchRows ?? 64;
   const shadowBatchCopies = Math.max(1, Math.floor(maxShadowInFlight / 4));
   const shadowBatchDelayMs = opts.shadowBatchDelayMs ?? 10;
 
   /** One batcher per session, for the requests it answers (production, canary, challenger). */
   const batchers = new WeakMap<ServedModel, RequestBatcher>();
-  function batcherOf(served: ServedModel, shadow: boolean): RequestBatcher {
-    const map = shadow ? shadowBatchers : batchers;
-    let batcher = map.get(served);
+  function batcherOf(served: ServedModel): RequestBatcher {
+    let batcher = batchers.get(served);
     if (batcher === undefined) {
-      const labels = { model: served.model, version: String(served.version), arm: shadow ? 'shadow' : 'served' };
-      const onRun = (requests: number): void => metrics.batchRequests.observe(labels, requests);
-      batcher = new RequestBatcher(
-        served.loaded,
-        shadow ? { maxRows: shadowBatchRows, maxRequests: shadowBatchCopies, delayMs: shadowBatchDelayMs, onRun } : { maxRows: maxBatchRows, onRun },
-      );
-      map.set(served, batcher);
+      const labels = { model: served.model, version: String(served.version), arm: 'served' };
+      batcher = new RequestBatcher(served.loaded, { maxRows: maxBatchRows, onRun: (requests) => metrics.batchRequests.observe(labels, requests) });
+      batchers.set(served, batcher);
     }
     return batcher;
+  }
+
+  /** A shadow candidate's batcher and metrics series, per session. */
+  function shadowTargetOf(served: ServedModel): { batcher: RequestBatcher; series: AnswerSeries } {
+    let target = shadowTargets.get(served);
+    if (target === undefined) {
+      const labels = { model: served.model, version: String(served.version), arm: 'shadow' };
+      const onRun = (requests: number): void => metrics.batchRequests.observe(labels, requests);
+      target = {
+        batcher: new RequestBatcher(served.loaded, { maxRows: shadowBatchRows, maxRequests: shadowBatchCopies, delayMs: shadowBatchDelayMs, onRun }),
+        series: metrics.seriesOf(served.model, served.version, 'shadow'),
+      };
+      shadowTargets.set(served, target);
+    }
+    return target;
   }
 
   /** An answer from a batch outcome: each row's JSON, and the run's time. */
@@ -402,7 +412,7 @@ export function buildServing(opts: ServingOptions): Serving {
 
   /** Runs a session on rows already checked against its signature (production's, or `checkCandidateInputs`), and shapes its answers. */
   async function infer(served: ServedModel, rows: Row[]): Promise<Answer> {
-    const outcome = await batcherOf(served, false).predict(rows);
+    const outcome = await batcherOf(served).predict(rows);
     if ('error' in outcome) throw outcome.error;
     return answerOf(outcome);
   }
@@ -431,39 +441,40 @@ export function buildServing(opts: ServingOptions): Serving {
    * scored, so a refresh cannot release the candidate under it.
    */
   function shadowScore(requestId: string, split: TrafficSplit, rows: Row[]): void {
+    const served = split.candidate;
     if (shadowInFlight >= maxShadowInFlight) {
-      metrics.shadowSkipped.inc({ model: split.candidate.model });
+      metrics.shadowSkipped.inc({ model: served.model });
       return;
     }
+    const { rolloutId } = split;
+    try {
+      // A copy the candidate cannot take at all fails on its own, without a run.
+      checkCandidateInputs(served, rows);
+    } catch (err) {
+      metrics.inferenceFailures.inc({ model: served.model, version: String(served.version), arm: 'shadow' });
+      logRows(requestId, served, 'shadow', rolloutId, rows, { error: (err as Error).message, latencyMs: 0 });
+      return;
+    }
+    // No promise per copy: a hold on the session and a callback (copies come in batches of up to 64).
     shadowInFlight++;
-    const served = split.candidate;
-    const rolloutId = split.rolloutId;
-    const labels = { model: served.model, version: String(served.version), arm: 'shadow' as Arm };
-    void opts.host
-      .useSession(served, async () => {
-        try {
-          // A copy the candidate cannot take at all fails on its own, without a run.
-          checkCandidateInputs(served, rows);
-        } catch (error) {
-          return { error, runMs: 0 };
-        }
-        return batcherOf(served, true).predict(rows);
-      })
-      .then((outcome) => {
-        shadowInFlight--;
-        if (!('error' in outcome)) {
-          const answer = answerOf(outcome);
-          metrics.answered(metrics.seriesOf(served.model, served.version, 'shadow'), rows.length, answer.latencyMs / 1000);
-          logRows(requestId, served, 'shadow', rolloutId, rows, answer);
-        } else if (served.loaded.failure?.()) {
-          // The candidate's thread died (the host loads it again): not an answer of the
-          // candidate's. The copy is skipped and counted, not held against it.
-          metrics.shadowSkipped.inc({ model: served.model });
-        } else {
-          metrics.inferenceFailures.inc(labels);
-          logRows(requestId, served, 'shadow', rolloutId, rows, { error: (outcome.error as Error).message, latencyMs: outcome.runMs });
-        }
-      });
+    const release = opts.host.hold(served);
+    const target = shadowTargetOf(served);
+    target.batcher.enqueue(rows, (outcome) => {
+      shadowInFlight--;
+      release();
+      if (!('error' in outcome)) {
+        const answer = answerOf(outcome);
+        metrics.answered(target.series, rows.length, answer.latencyMs / 1000);
+        logRows(requestId, served, 'shadow', rolloutId, rows, answer);
+      } else if (served.loaded.failure?.()) {
+        // The candidate's thread died (the host loads it again): not an answer of the
+        // candidate's. The copy is skipped and counted, not held against it.
+        metrics.shadowSkipped.inc({ model: served.model });
+      } else {
+        metrics.inferenceFailures.inc({ model: served.model, version: String(served.version), arm: 'shadow' });
+        logRows(requestId, served, 'shadow', rolloutId, rows, { error: (outcome.error as Error).message, latencyMs: outcome.runMs });
+      }
+    });
   }
 
   /** A refused prediction request (not a closure per request: this is the hot path's function). */

@@ -4,6 +4,7 @@ import { InferenceSession } from 'onnxruntime-node';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   ArtifactIntegrityError,
+  buildColumns,
   InputValidationError,
   ModelSignatureError,
   loadModel,
@@ -11,6 +12,7 @@ import {
   sha256Hex,
 } from '../../src/eval/onnx-model.js';
 import type { LoadedModel, ModelMetadata, Prediction } from '../../src/eval/onnx-model.js';
+import { loadModelOnThread } from '../../src/eval/threaded-model.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/models/tiny/${name}`, import.meta.url));
 const classifierBytes = new Uint8Array(readFileSync(fixture('tiny-classifier.onnx')));
@@ -186,6 +188,38 @@ describe('LoadedModel.predict', () => {
     await model.release();
     await model.release();
     await expect(model.predict(refRows)).rejects.toThrow(/released/);
+  });
+});
+
+describe('a model on a thread of its own (rows sent as columns)', () => {
+  it('answers exactly as the same model in process, for the classifier and the regressor', async () => {
+    const cats = ['a', 'b', 'c', 'z', null];
+    const rows = Array.from({ length: 37 }, (_, i) => ({ x: (i - 18) / 5, c: cats[i % cats.length] }));
+    for (const [bytes, meta] of [[classifierBytes, classifierMeta], [regressorBytes, regressorMeta]] as const) {
+      const local = await open(bytes, meta);
+      const threaded = await loadModelOnThread(bytes, sha256Hex(bytes), meta);
+      opened.push(threaded);
+      for (const batch of [rows, rows.slice(0, 1), refRows]) expect(await threaded.predict(batch)).toEqual(await local.predict(batch));
+    }
+  });
+
+  it('checks values before anything is sent: the error names the field and row, with its type', async () => {
+    const threaded = await loadModelOnThread(classifierBytes, sha256Hex(classifierBytes), classifierMeta);
+    opened.push(threaded);
+    const err = await threaded.predict([{ x: 1, c: 'a' }, { x: 'abc', c: 'a' }]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InputValidationError);
+    expect(err).toMatchObject({ field: 'x', rowIndex: 1 });
+    // The thread is still answering.
+    expect(asClassification(await threaded.predict(refRows)).labels).toEqual(refLabels);
+  });
+
+  it('predictColumns refuses a column whose length is not the row count, naming it', async () => {
+    const model = await loadModel(classifierBytes, sha256Hex(classifierBytes), classifierMeta);
+    opened.push(model);
+    const columns = buildColumns(refRows, classifierMeta);
+    expect(asClassification(await model.predictColumns(columns, refRows.length)).labels).toEqual(refLabels);
+    await expect(model.predictColumns({ ...columns, c: ['a'] }, refRows.length)).rejects.toThrow(/field "c": expected a column of 5 values, got 1/);
+    await expect(model.predictColumns({ x: columns.x! }, refRows.length)).rejects.toThrow(/field "c": expected a column of 5 values, got none/);
   });
 });
 

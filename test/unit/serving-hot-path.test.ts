@@ -231,6 +231,28 @@ describe('prediction log byte buffers', () => {
     expect('rolloutId' in plain || 'error' in plain).toBe(false);
     expect(canary).toMatchObject({ arm: 'canary', rolloutId: 'rollout-1', error: 'boom "x"', output: null });
   });
+
+  it('routes taking turns (production, canary, shadow, another version) each keep their own fields; shadow rows have no features', async () => {
+    const store = new MemoryArtifactStore();
+    const log = new PredictionLog(store, logger, { flushIntervalMs: 60_000 });
+    const routes = [
+      { arm: 'production' as const, version: 1, rolloutId: 'ro' },
+      { arm: 'canary' as const, version: 2, rolloutId: 'ro' },
+      { arm: 'shadow' as const, version: 2, rolloutId: 'ro' },
+      { arm: 'production' as const, version: 3, rolloutId: null },
+    ];
+    const order = [0, 1, 0, 2, 0, 2, 3, 1, 3, 0, 2, 1];
+    order.forEach((r, i) => log.appendRequest({ ...request(`r${i}`), ...routes[r]! }, [{ a: i }], [`{"value":${i}}`]));
+    await log.close();
+    const rows = await storedRows(store);
+    expect(rows).toHaveLength(order.length);
+    for (const [i, r] of order.entries()) {
+      const row = rows.find((x) => x.requestId === `r${i}`)!;
+      const { arm, version, rolloutId } = routes[r]!;
+      expect(row).toMatchObject({ arm, version, output: { value: i }, features: arm === 'shadow' ? null : { a: i } });
+      expect(row.rolloutId).toBe(rolloutId ?? undefined);
+    }
+  });
 });
 
 describe('answer metrics counted on the request path', () => {

@@ -354,7 +354,9 @@ describe('traffic routing', () => {
       expect(row).toMatchObject({ model: MODEL, version: 2, sha256: sha256Hex(SLOW_BYTES), rolloutId: 'ro-shadow' });
       expect(row.error).toBeUndefined();
       const twin = production.find((p) => id(p) === id(row))!;
-      expect(row.features).toEqual(twin.features);
+      // The copy's features are its production twin's, stored there only.
+      expect(twin.features).toEqual(expect.objectContaining({ age: expect.any(Number) }));
+      expect(row.features).toBeNull();
       // credit-slow gives credit-sklearn's answers bit for bit at the same batch size.
       expect(row.output).toEqual(twin.output);
     }
