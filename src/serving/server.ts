@@ -147,7 +147,7 @@ export interface ServingOptions {
    * No request waits for another to arrive. 1 turns it off (see `RequestBatcher`).
    */
   maxBatchRows?: number;
-  /** Shadow copies allowed in flight at once (waiting in a batch or being scored); past it copies are skipped (and counted). */
+  /** Shadow copies allowed in flight at once (waiting in a batch or being scored; default 256); past it copies are skipped (and counted). */
   maxShadowInFlight?: number;
   /**
    * Shadow copies are scored in batches: a batch is run once it holds this many rows (or

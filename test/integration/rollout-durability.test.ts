@@ -61,7 +61,9 @@ describe('rollouts and version switches under failure and load', () => {
       if (status.steps.length >= 2) break;
       await sleep(100);
     }
-    expect((await handle.query(rolloutStatusQuery)).steps.map((s) => s.step)).toEqual(['canary-20', 'canary-60']);
+    // On failure the message carries the whole status (state, verdicts, reasons): why the canary did not move on.
+    const reached = await handle.query(rolloutStatusQuery);
+    expect(reached.steps.map((s) => s.step), JSON.stringify(reached)).toEqual(['canary-20', 'canary-60']);
     await killWorker(workers[0]!);
     // The canary holds at 60 % while no worker runs: serving keeps routing by the split.
     await sleep(3000);
