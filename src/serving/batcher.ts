@@ -50,7 +50,7 @@ interface Waiting {
  * others still get their answers.
  *
  * A row's answer does not depend on the other rows in its batch, but the kernels ONNX Runtime
- * picks for a batch of 32 may round a probability differently in its last float32 bit than for
+ * picks for a batch of 32 may round a probability differently (float32 rounding, ~1e-7) than for
  * a batch of 1; `maxRows: 1` gives answers that never depend on what else arrived.
  */
 export class RequestBatcher {
