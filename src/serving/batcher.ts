@@ -81,7 +81,7 @@ export class RequestBatcher {
     return new Promise<BatchOutcome>((done) => this.enqueue(rows, done));
   }
 
-  /** `predict` with a callback instead of a promise (for callers that queue many requests at once, like shadow copies). */
+  /** `predict` with a callback instead of a promise (for callers that queue many requests at once, like shadow copies); `done` must not throw. */
   enqueue(rows: Row[], done: (outcome: BatchOutcome) => void): void {
     // Batching off (one row per run, no delay): each request runs at once, as if there were no batcher.
     if (this.opts.maxRows === 1 && this.delayMs === 0) return this.runAlone({ rows, done });

@@ -10,7 +10,7 @@ import { keys } from '../store/keys.js';
 import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
 import { ServingMetrics, UNKNOWN_MODEL_LABEL, type AnswerSeries } from './metrics.js';
 import { ServingTokens } from './tokens.js';
-import { RequestBatcher, type BatchAnswer } from './batcher.js';
+import { RequestBatcher, type BatchAnswer, type BatchOutcome } from './batcher.js';
 import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionRequest } from './prediction-log.js';
 
 type Row = Record<string, number | string | boolean | null>;
@@ -462,19 +462,29 @@ export function buildServing(opts: ServingOptions): Serving {
     target.batcher.enqueue(rows, (outcome) => {
       shadowInFlight--;
       release();
-      if (!('error' in outcome)) {
-        const answer = answerOf(outcome);
-        metrics.answered(target.series, rows.length, answer.latencyMs / 1000);
-        logRows(requestId, served, 'shadow', rolloutId, rows, answer);
-      } else if (served.loaded.failure?.()) {
-        // The candidate's thread died (the host loads it again): not an answer of the
-        // candidate's. The copy is skipped and counted, not held against it.
-        metrics.shadowSkipped.inc({ model: served.model });
-      } else {
-        metrics.inferenceFailures.inc({ model: served.model, version: String(served.version), arm: 'shadow' });
-        logRows(requestId, served, 'shadow', rolloutId, rows, { error: (outcome.error as Error).message, latencyMs: outcome.runMs });
+      try {
+        recordShadow(requestId, served, rolloutId, rows, outcome, target.series);
+      } catch (err) {
+        // Never let a copy's bookkeeping fail the batch it came back in (or the process).
+        opts.logger.warn({ err: (err as Error).message, model: served.model, version: served.version }, 'could not record a shadow copy');
       }
     });
+  }
+
+  /** A shadow copy's outcome: counted and logged, or skipped when the candidate's thread died. */
+  function recordShadow(requestId: string, served: ServedModel, rolloutId: string | null, rows: Row[], outcome: BatchOutcome, series: AnswerSeries): void {
+    if (!('error' in outcome)) {
+      const answer = answerOf(outcome);
+      metrics.answered(series, rows.length, answer.latencyMs / 1000);
+      logRows(requestId, served, 'shadow', rolloutId, rows, answer);
+    } else if (served.loaded.failure?.()) {
+      // The candidate's thread died (the host loads it again): not an answer of the
+      // candidate's. The copy is skipped and counted, not held against it.
+      metrics.shadowSkipped.inc({ model: served.model });
+    } else {
+      metrics.inferenceFailures.inc({ model: served.model, version: String(served.version), arm: 'shadow' });
+      logRows(requestId, served, 'shadow', rolloutId, rows, { error: (outcome.error as Error).message, latencyMs: outcome.runMs });
+    }
   }
 
   /** A refused prediction request (not a closure per request: this is the hot path's function). */
