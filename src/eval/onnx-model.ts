@@ -315,7 +315,8 @@ class OnnxModel implements SessionModel {
       throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
     }
     for (const { name } of this.metadata.inputs) {
-      if (columns[name]?.length !== n) throw new InputValidationError(name, 0, `expected a column of ${n} values, got ${columns[name]?.length ?? 'none'}`);
+      // Columns are built by buildColumns: a wrong length is a caller's bug, not bad input.
+      if (columns[name]?.length !== n) throw new Error(`input column "${name}" has ${columns[name]?.length ?? 'no'} values, expected ${n}`);
     }
     const into = this.gathered(n);
     for (let start = 0; start < n; start += batchSize) {

@@ -31,6 +31,15 @@ export interface BatcherOptions {
   onRun?: (requests: number, rows: number) => void;
 }
 
+/** Rows one run may hold at most (a setting above it is refused: runs that large are not batching any more). */
+export const MAX_BATCH_ROWS = 100_000;
+
+/** Checks a rows-per-run setting (`name` is what the error calls it): an integer from 1 to MAX_BATCH_ROWS. */
+export function checkBatchRows(value: number, name: string): number {
+  if (!Number.isSafeInteger(value) || value < 1 || value > MAX_BATCH_ROWS) throw new RangeError(`${name} must be an integer from 1 to ${MAX_BATCH_ROWS} (1 turns dynamic batching off), got ${value}`);
+  return value;
+}
+
 interface Waiting {
   rows: Row[];
   done: (outcome: BatchOutcome) => void;
@@ -64,7 +73,7 @@ export class RequestBatcher {
     private readonly model: Pick<LoadedModel, 'predict'>,
     private readonly opts: BatcherOptions,
   ) {
-    if (!Number.isSafeInteger(opts.maxRows) || opts.maxRows < 1) throw new RangeError(`maxRows must be a positive integer, got ${opts.maxRows}`);
+    checkBatchRows(opts.maxRows, 'maxRows');
     this.maxRequests = opts.maxRequests ?? Number.MAX_SAFE_INTEGER;
     if (!Number.isSafeInteger(this.maxRequests) || this.maxRequests < 1) throw new RangeError(`maxRequests must be a positive integer, got ${opts.maxRequests}`);
     this.delayMs = opts.delayMs ?? 0;
@@ -125,7 +134,7 @@ export class RequestBatcher {
     const rows = new Array<Row>(n);
     let i = 0;
     for (const w of batch) for (const row of w.rows) rows[i++] = row;
-    this.opts.onRun?.(batch.length, n);
+    this.reportRun(batch.length, n);
     const started = performance.now();
     this.call(rows).then(
       (prediction) => {
@@ -145,12 +154,21 @@ export class RequestBatcher {
   }
 
   private runAlone({ rows, done }: Waiting): void {
-    this.opts.onRun?.(1, rows.length);
+    this.reportRun(1, rows.length);
     const started = performance.now();
     this.call(rows).then(
       (prediction) => done({ prediction, start: 0, end: rows.length, runMs: performance.now() - started }),
       (error: unknown) => done({ error, runMs: performance.now() - started }),
     );
+  }
+
+  /** Tells `onRun` of a run; what it throws (it is metrics) never stops the run. */
+  private reportRun(requests: number, rows: number): void {
+    try {
+      this.opts.onRun?.(requests, rows);
+    } catch {
+      // Counting a run must not fail the requests in it.
+    }
   }
 
   /** The model's predict, with a synchronous throw turned into a rejection (runs are started from timers). */

@@ -109,7 +109,10 @@ export class ModelHost {
   /** Counts a use of the session until the returned function is called (once): `useSession` without a promise. */
   hold(served: ServedModel): () => void {
     served.inFlight++;
+    let held = true;
     return () => {
+      if (!held) return;
+      held = false;
       served.inFlight--;
       if (served.inFlight === 0) (served as Retiring).onDrained?.();
     };

@@ -10,7 +10,7 @@ import { keys } from '../store/keys.js';
 import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
 import { ServingMetrics, UNKNOWN_MODEL_LABEL, type AnswerSeries } from './metrics.js';
 import { ServingTokens } from './tokens.js';
-import { RequestBatcher, type BatchAnswer, type BatchOutcome } from './batcher.js';
+import { checkBatchRows, RequestBatcher, type BatchAnswer, type BatchOutcome } from './batcher.js';
 import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionRequest } from './prediction-log.js';
 
 type Row = Record<string, number | string | boolean | null>;
@@ -306,8 +306,13 @@ export function createServingApp(opts: ServingOptions): FastifyInstance {
 }
 
 export function buildServing(opts: ServingOptions): Serving {
-  const maxBatchRows = opts.maxBatchRows ?? 64;
-  if (!Number.isSafeInteger(maxBatchRows) || maxBatchRows < 1) throw new RangeError(`maxBatchRows must be a positive integer, got ${maxBatchRows}`);
+  // Settings are checked before anything is built: a bad one must not surface as failed requests.
+  const maxBatchRows = checkBatchRows(opts.maxBatchRows ?? 64, 'maxBatchRows');
+  const shadowBatchRows = checkBatchRows(opts.shadowBatchRows ?? 64, 'shadowBatchRows');
+  const maxShadowInFlight = opts.maxShadowInFlight ?? 256;
+  if (!Number.isSafeInteger(maxShadowInFlight) || maxShadowInFlight < 1) throw new RangeError(`maxShadowInFlight must be a positive integer, got ${maxShadowInFlight}`);
+  const shadowBatchDelayMs = opts.shadowBatchDelayMs ?? 10;
+  if (!Number.isFinite(shadowBatchDelayMs) || shadowBatchDelayMs < 0 || shadowBatchDelayMs > 60_000) throw new RangeError(`shadowBatchDelayMs must be from 0 to 60000, got ${shadowBatchDelayMs}`);
   const tokens = new ServingTokens(opts.tokens);
   const app = Fastify({
     loggerInstance: opts.logger.child({ component: 'serving' }, { level: 'warn' }) as FastifyBaseLogger,
@@ -318,7 +323,6 @@ export function buildServing(opts: ServingOptions): Serving {
   });
   let predictionLog: PredictionLog | undefined;
   let shadowInFlight = 0;
-  const maxShadowInFlight = opts.maxShadowInFlight ?? 256;
   const metrics = new ServingMetrics(() => predictionLog?.pending ?? 0);
   if (opts.store) {
     const writer = opts.predictionLogWriter;
@@ -373,9 +377,7 @@ export function buildServing(opts: ServingOptions): Serving {
    * and an absolute excess (default +5 ms), so the small overhead of a batch never trips it.
    */
   const shadowTargets = new WeakMap<ServedModel, { batcher: RequestBatcher; series: AnswerSeries }>();
-  const shadowBatchRows = opts.shadowBatchRows ?? 64;
   const shadowBatchCopies = Math.max(1, Math.floor(maxShadowInFlight / 4));
-  const shadowBatchDelayMs = opts.shadowBatchDelayMs ?? 10;
 
   /** One batcher per session, for the requests it answers (production, canary, challenger). */
   const batchers = new WeakMap<ServedModel, RequestBatcher>();
@@ -447,27 +449,29 @@ export function buildServing(opts: ServingOptions): Serving {
       return;
     }
     const { rolloutId } = split;
+    const target = shadowTargetOf(served);
+    const record = (outcome: BatchOutcome): void => {
+      try {
+        recordShadow(requestId, served, rolloutId, rows, outcome, target.series);
+      } catch (err) {
+        // Never let a copy's bookkeeping fail the request, the batch it came back in, or the process.
+        opts.logger.warn({ err: (err as Error).message, model: served.model, version: served.version }, 'could not record a shadow copy');
+      }
+    };
     try {
       // A copy the candidate cannot take at all fails on its own, without a run.
       checkCandidateInputs(served, rows);
-    } catch (err) {
-      metrics.inferenceFailures.inc({ model: served.model, version: String(served.version), arm: 'shadow' });
-      logRows(requestId, served, 'shadow', rolloutId, rows, { error: (err as Error).message, latencyMs: 0 });
+    } catch (error) {
+      record({ error, runMs: 0 });
       return;
     }
     // No promise per copy: a hold on the session and a callback (copies come in batches of up to 64).
     shadowInFlight++;
     const release = opts.host.hold(served);
-    const target = shadowTargetOf(served);
     target.batcher.enqueue(rows, (outcome) => {
       shadowInFlight--;
       release();
-      try {
-        recordShadow(requestId, served, rolloutId, rows, outcome, target.series);
-      } catch (err) {
-        // Never let a copy's bookkeeping fail the batch it came back in (or the process).
-        opts.logger.warn({ err: (err as Error).message, model: served.model, version: served.version }, 'could not record a shadow copy');
-      }
+      record(outcome);
     });
   }
 

@@ -7,6 +7,7 @@ import { ThreadedObjectWriter } from '../store/threaded-writer.js';
 import { ModelHost } from './model-host.js';
 import type { ServingMetrics } from './metrics.js';
 import type { PredictionLog, PredictionLogOptions } from './prediction-log.js';
+import { checkBatchRows } from './batcher.js';
 import { buildServing } from './server.js';
 import { servingTokens } from './tokens.js';
 
@@ -53,9 +54,7 @@ export function maxBatchRowsFromEnv(env: NodeJS.ProcessEnv = process.env): numbe
 
 /** A max-batch-rows setting (`source` names where it came from, for the error). */
 export function parseMaxBatchRows(raw: string, source: string): number {
-  const value = Number(raw);
-  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value < 1 || value > 100_000) throw new Error(`${source} must be an integer from 1 to 100000 (1 turns dynamic batching off), got "${raw}"`);
-  return value;
+  return checkBatchRows(/^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN, `${source} ("${raw}")`);
 }
 
 /** Starts the prediction service: polls the registry and serves each model's production version. */

@@ -2,6 +2,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadModel, parseModelMetadata, type LoadedModel, type Prediction } from '../../src/eval/onnx-model.js';
 import { RequestBatcher, type BatchOutcome } from '../../src/serving/batcher.js';
+import { maxBatchRowsFromEnv, parseMaxBatchRows } from '../../src/serving/service.js';
 import { creditRows, FIXTURE_METADATA_BYTES, FIXTURE_MODEL_BYTES, FIXTURE_MODEL_SHA } from '../helpers/fixture-model.js';
 
 type Row = Record<string, unknown>;
@@ -37,7 +38,8 @@ describe('RequestBatcher', () => {
     expect(model.calls).toEqual([[1, 2, 3, 4]]);
     expect(outcomes.map(valuesOf)).toEqual([[1], [2, 3], [4]]);
     expect(runs).toEqual([[3, 4]]);
-    for (const o of outcomes) expect('runMs' in o && o.runMs >= 0).toBe(true);
+    // One run answered all three: each reports that run's time.
+    expect(new Set(outcomes.map((o) => o.runMs)).size).toBe(1);
   });
 
   it('does not run inside predict(): the caller finishes its turn first', async () => {
@@ -139,8 +141,23 @@ describe('RequestBatcher', () => {
     expect(outcomes.map(valuesOf)).toEqual([[1], 'bad row 2', [3, 4]]);
     expect(model.calls).toEqual([[1, 2, 3, 4], [1], [2], [3, 4]]);
     expect(runs).toEqual([[3, 4], [1, 1], [1, 1], [1, 2]]);
-    const failed = outcomes[1]!;
-    expect('error' in failed && failed.runMs >= 0).toBe(true);
+    // The failed request reports its own run, not the batch's.
+    expect(outcomes.every((o) => Number.isFinite(o.runMs))).toBe(true);
+    expect(new Set(outcomes.map((o) => o.runMs)).size).toBe(3);
+  });
+
+  it('an onRun that throws (it is metrics) does not fail the run', async () => {
+    const model = new RecordingModel();
+    const batcher = new RequestBatcher(model, {
+      maxRows: 64,
+      onRun: () => {
+        throw new Error('metrics broke');
+      },
+    });
+    const outcomes = await Promise.all([batcher.predict(rowsOf(1)), batcher.predict(rowsOf(2))]);
+    expect(outcomes.map(valuesOf)).toEqual([[1], [2]]);
+    const alone = new RequestBatcher(model, { maxRows: 1, onRun: () => { throw new Error('metrics broke'); } });
+    expect(valuesOf(await alone.predict(rowsOf(3)))).toEqual([3]);
   });
 
   it('a model that throws synchronously gives each request an error outcome (nothing escapes to the timer)', async () => {
@@ -153,7 +170,8 @@ describe('RequestBatcher', () => {
 
   it('refuses options that make no sense, naming them', () => {
     const model = new RecordingModel();
-    expect(() => new RequestBatcher(model, { maxRows: 0 })).toThrow(/maxRows must be a positive integer, got 0/);
+    expect(() => new RequestBatcher(model, { maxRows: 0 })).toThrow(/maxRows must be an integer from 1 to 100000 \(1 turns dynamic batching off\), got 0/);
+    expect(() => new RequestBatcher(model, { maxRows: 100_001 })).toThrow(/maxRows must be an integer from 1 to 100000/);
     expect(() => new RequestBatcher(model, { maxRows: 1.5 })).toThrow(/maxRows/);
     expect(() => new RequestBatcher(model, { maxRows: 8, maxRequests: 0 })).toThrow(/maxRequests must be a positive integer/);
     expect(() => new RequestBatcher(model, { maxRows: 8, delayMs: -1 })).toThrow(/delayMs must be a non-negative number/);
@@ -184,5 +202,18 @@ describe('RequestBatcher over the real ONNX model', () => {
       expect(batched.labels[outcome.start]).toBe(alone.labels[0]);
       for (let j = 0; j < k; j++) expect(Math.abs(batched.probabilities[outcome.start * k + j]! - alone.probabilities[j]!)).toBeLessThan(1e-6);
     }
+  });
+});
+
+describe('the max-batch-rows setting (serve --max-batch-rows, CONVEYOR_SERVE_MAX_BATCH_ROWS)', () => {
+  it('takes an integer from 1 to 100000 and refuses anything else, naming where it came from', () => {
+    expect(parseMaxBatchRows('32', '--max-batch-rows')).toBe(32);
+    expect(parseMaxBatchRows(' 1 ', '--max-batch-rows')).toBe(1);
+    for (const bad of ['0', '-4', '2.5', '1e3', 'abc', '', '100001']) {
+      expect(() => parseMaxBatchRows(bad, '--max-batch-rows')).toThrow(new RegExp(`--max-batch-rows \\("${bad.replace('.', '\\.')}"\\) must be an integer from 1 to 100000`));
+    }
+    expect(maxBatchRowsFromEnv({})).toBeUndefined();
+    expect(maxBatchRowsFromEnv({ CONVEYOR_SERVE_MAX_BATCH_ROWS: '8' })).toBe(8);
+    expect(() => maxBatchRowsFromEnv({ CONVEYOR_SERVE_MAX_BATCH_ROWS: 'many' })).toThrow(/CONVEYOR_SERVE_MAX_BATCH_ROWS \("many"\) must be an integer/);
   });
 });

@@ -176,8 +176,14 @@ describe('ModelHost', () => {
     await sleep(50);
     expect((await old.loaded.predict(ROWS)).task).toBe('classification');
 
+    // A hold (as a shadow copy takes one) keeps it too; releasing it twice counts once.
+    const release = host.hold(old);
+    expect(old.inFlight).toBe(2);
     open();
     expect(await request).toEqual({ version: 1, task: 'classification' });
+    expect(old.inFlight).toBe(1);
+    release();
+    release();
     expect(old.inFlight).toBe(0);
     await waitReleased(old);
     expect((await predictLabels())?.version).toBe(2);

@@ -218,8 +218,8 @@ describe('a model on a thread of its own (rows sent as columns)', () => {
     opened.push(model);
     const columns = buildColumns(refRows, classifierMeta);
     expect(asClassification(await model.predictColumns(columns, refRows.length)).labels).toEqual(refLabels);
-    await expect(model.predictColumns({ ...columns, c: ['a'] }, refRows.length)).rejects.toThrow(/field "c": expected a column of 5 values, got 1/);
-    await expect(model.predictColumns({ x: columns.x! }, refRows.length)).rejects.toThrow(/field "c": expected a column of 5 values, got none/);
+    await expect(model.predictColumns({ ...columns, c: ['a'] }, refRows.length)).rejects.toThrow(/input column "c" has 1 values, expected 5/);
+    await expect(model.predictColumns({ x: columns.x! }, refRows.length)).rejects.toThrow(/input column "c" has no values, expected 5/);
   });
 });
 

@@ -366,6 +366,8 @@ describe('traffic routing', () => {
     expect(metricValue(text, 'conveyor_predictions_total{model="credit-risk",version="2",arm="shadow"}')).toBe(rowCount);
     expect(metricValue(text, 'conveyor_predictions_total{model="credit-risk",version="1",arm="production"}')).toBe(rowCount);
     expect(metricValue(text, 'conveyor_shadow_skipped_total{model="credit-risk"}')).toBeUndefined();
+    // Every copy gave its hold on the candidate back.
+    expect(host.route(MODEL)!.split!.candidate.inFlight).toBe(0);
   });
 
   it('a shadow thread that dies: its copies are skipped (not held against the candidate), the version is loaded again, copies are scored again', async () => {
@@ -496,8 +498,12 @@ describe('dynamic batching', () => {
     expect(runs.alone).toBe(20);
   });
 
-  it('refuses a maxBatchRows that is not a positive integer', () => {
-    expect(() => start({ maxBatchRows: 0 })).toThrow(/maxBatchRows must be a positive integer, got 0/);
+  it('refuses batching and shadow settings that make no sense before building anything, naming them', () => {
+    expect(() => start({ maxBatchRows: 0 })).toThrow(/maxBatchRows must be an integer from 1 to 100000 \(1 turns dynamic batching off\), got 0/);
+    expect(() => start({ maxBatchRows: 1.5 })).toThrow(/maxBatchRows .* got 1.5/);
+    expect(() => start({ shadowBatchRows: 0 })).toThrow(/shadowBatchRows must be an integer from 1 to 100000/);
+    expect(() => start({ maxShadowInFlight: Number.NaN })).toThrow(/maxShadowInFlight must be a positive integer, got NaN/);
+    expect(() => start({ shadowBatchDelayMs: -1 })).toThrow(/shadowBatchDelayMs must be from 0 to 60000, got -1/);
   });
 });
 
