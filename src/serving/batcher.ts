@@ -45,6 +45,16 @@ interface Waiting {
   done: (outcome: BatchOutcome) => void;
 }
 
+/** The request whose rows include row `index` of the batch's concatenated rows. */
+function ownerOf(batch: readonly Waiting[], index: number): Waiting | undefined {
+  let start = 0;
+  for (const w of batch) {
+    if (index >= start && index < start + w.rows.length) return w;
+    start += w.rows.length;
+  }
+  return undefined;
+}
+
 /**
  * Dynamic batching for one loaded model: requests that reach it together are run as one
  * inference over their concatenated rows, and each gets its own rows' answers back.
@@ -54,9 +64,9 @@ interface Waiting {
  * concurrent load that fixed part is paid once per batch instead of once per request; with
  * `delayMs` 0 no request waits for another to arrive, so a lone request is run as before.
  *
- * If a batched run fails, each of its requests is run again alone, so a failure belongs to
- * the request that caused it (a value one request sent that the model cannot take) and the
- * others still get their answers.
+ * If a batched run fails, the failure is given to the request that caused it and the others
+ * still get their answers: a value the model cannot take names its row, so that request runs
+ * alone and the rest as a batch again; any other failure runs each request alone.
  *
  * A row's answer does not depend on the other rows in its batch, but the kernels ONNX Runtime
  * picks for a batch of 32 may round a probability differently (float32 rounding, ~1e-7) than for
@@ -146,9 +156,18 @@ export class RequestBatcher {
           start = end;
         }
       },
-      () => {
-        // Whose failure was it? Each request again, alone: its own answer or its own error.
-        for (const w of batch) this.runAlone(w);
+      (error: unknown) => {
+        // Whose failure was it? A value the model refuses names its row (InputValidationError's
+        // rowIndex): that request runs alone for its own error, the others as a batch again, so
+        // one bad request costs one extra run, not one per request. Otherwise each runs alone.
+        const row = (error as { rowIndex?: unknown } | null)?.rowIndex;
+        const culprit = typeof row === 'number' ? ownerOf(batch, row) : undefined;
+        if (culprit === undefined) {
+          for (const w of batch) this.runAlone(w);
+          return;
+        }
+        this.runAlone(culprit);
+        this.run(batch.filter((w) => w !== culprit));
       },
     );
   }

@@ -1,6 +1,6 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { loadModel, parseModelMetadata, type LoadedModel, type Prediction } from '../../src/eval/onnx-model.js';
+import { InputValidationError, loadModel, parseModelMetadata, type LoadedModel, type Prediction } from '../../src/eval/onnx-model.js';
 import { RequestBatcher, type BatchOutcome } from '../../src/serving/batcher.js';
 import { maxBatchRowsFromEnv, parseMaxBatchRows } from '../../src/serving/service.js';
 import { creditRows, FIXTURE_METADATA_BYTES, FIXTURE_MODEL_BYTES, FIXTURE_MODEL_SHA } from '../helpers/fixture-model.js';
@@ -15,6 +15,9 @@ class RecordingModel {
     if (this.throwSync) throw new Error('thrown before any promise');
     this.calls.push(rows.map((r) => r.x as number));
     if (rows.some((r) => r.bad)) return Promise.reject(new Error(`bad row ${rows.find((r) => r.bad)!.x}`));
+    // A value the model refuses, as buildColumns refuses it: naming its row.
+    const invalid = rows.findIndex((r) => r.invalid);
+    if (invalid >= 0) return Promise.reject(new InputValidationError('x', invalid, 'not a number'));
     return Promise.resolve({ task: 'regression', values: Float64Array.from(rows, (r) => r.x as number) });
   }
 }
@@ -118,6 +121,16 @@ describe('RequestBatcher', () => {
       expect(valuesOf(await c)).toEqual([3]);
       expect(model.calls).toEqual([[1, 2], [3]]);
     });
+  });
+
+  it('a value the model refuses fails only the request that sent it, at the cost of one extra run', async () => {
+    const model = new RecordingModel();
+    const batcher = new RequestBatcher(model, { maxRows: 64 });
+    const outcomes = await Promise.all([batcher.predict(rowsOf(1, 2)), batcher.predict([{ x: 3 }, { x: 4, invalid: true }]), batcher.predict(rowsOf(5)), batcher.predict(rowsOf(6))]);
+    expect(model.calls).toEqual([[1, 2, 3, 4, 5, 6], [3, 4], [1, 2, 5, 6]]);
+    expect(outcomes.map(valuesOf)).toEqual([[1, 2], 'row 1, field "x": not a number', [5], [6]]);
+    const refused = outcomes[1]!;
+    expect('error' in refused && refused.error).toBeInstanceOf(InputValidationError);
   });
 
   it('sealing a batch that waits on a timer leaves the process timers and immediates working', async () => {
