@@ -27,8 +27,29 @@ export interface BatcherOptions {
    * waits for nothing.
    */
   delayMs?: number;
+  /**
+   * Runs of several batchers that share one thread (in-process sessions all run on the event
+   * loop) go through one lane, one at a time, and each run's time is taken when its turn comes:
+   * a run queued behind another model's run is not charged for it (onnxruntime queues each run
+   * in `setImmediate`, so without a lane production's time could include a slow canary's run).
+   */
+  lane?: RunLane;
   /** Told of each run: how many requests and rows it answered at once. */
   onRun?: (requests: number, rows: number) => void;
+}
+
+/** Runs one at a time, in order (see `BatcherOptions.lane`). */
+export class RunLane {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn);
+    this.tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
 }
 
 /** Rows one run may hold at most (a setting above it is refused: runs that large are not batching any more). */
@@ -38,6 +59,14 @@ export const MAX_BATCH_ROWS = 100_000;
 export function checkBatchRows(value: number, name: string): number {
   if (!Number.isSafeInteger(value) || value < 1 || value > MAX_BATCH_ROWS) throw new RangeError(`${name} must be an integer from 1 to ${MAX_BATCH_ROWS} (1 turns dynamic batching off), got ${value}`);
   return value;
+}
+
+/** A failed run: the model's error, and how long the run took. */
+class RunFailure {
+  constructor(
+    readonly error: unknown,
+    readonly runMs: number,
+  ) {}
 }
 
 interface Waiting {
@@ -145,10 +174,8 @@ export class RequestBatcher {
     let i = 0;
     for (const w of batch) for (const row of w.rows) rows[i++] = row;
     this.reportRun(batch.length, n);
-    const started = performance.now();
-    this.call(rows).then(
-      (prediction) => {
-        const runMs = performance.now() - started;
+    this.timed(rows).then(
+      ({ prediction, runMs }) => {
         let start = 0;
         for (const w of batch) {
           const end = start + w.rows.length;
@@ -156,7 +183,8 @@ export class RequestBatcher {
           start = end;
         }
       },
-      (error: unknown) => {
+      (failed: RunFailure) => {
+        const { error } = failed;
         // Whose failure was it? A value the model refuses names its row (InputValidationError's
         // rowIndex): that request runs alone for its own error, the others as a batch again, so
         // one bad request costs one extra run, not one per request. Otherwise each runs alone.
@@ -174,10 +202,9 @@ export class RequestBatcher {
 
   private runAlone({ rows, done }: Waiting): void {
     this.reportRun(1, rows.length);
-    const started = performance.now();
-    this.call(rows).then(
-      (prediction) => done({ prediction, start: 0, end: rows.length, runMs: performance.now() - started }),
-      (error: unknown) => done({ error, runMs: performance.now() - started }),
+    this.timed(rows).then(
+      ({ prediction, runMs }) => done({ prediction, start: 0, end: rows.length, runMs }),
+      (failed: RunFailure) => done({ error: failed.error, runMs: failed.runMs }),
     );
   }
 
@@ -190,8 +217,21 @@ export class RequestBatcher {
     }
   }
 
-  /** The model's predict, with a synchronous throw turned into a rejection (runs are started from timers). */
-  private call(rows: Row[]): Promise<Prediction> {
-    return new Promise<Prediction>((resolve) => resolve(this.model.predict(rows)));
+  /**
+   * The model's predict, timed from when it starts (its turn in the lane, if any); a failure
+   * rejects with a `RunFailure` carrying its time. A synchronous throw is a rejection too (runs
+   * are started from timers).
+   */
+  private timed(rows: Row[]): Promise<{ prediction: Prediction; runMs: number }> {
+    const go = async (): Promise<{ prediction: Prediction; runMs: number }> => {
+      const started = performance.now();
+      try {
+        const prediction = await this.model.predict(rows);
+        return { prediction, runMs: performance.now() - started };
+      } catch (error) {
+        throw new RunFailure(error, performance.now() - started);
+      }
+    };
+    return this.opts.lane ? this.opts.lane.run(go) : go();
   }
 }

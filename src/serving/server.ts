@@ -10,7 +10,7 @@ import { keys } from '../store/keys.js';
 import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
 import { ServingMetrics, UNKNOWN_MODEL_LABEL, type AnswerSeries } from './metrics.js';
 import { ServingTokens } from './tokens.js';
-import { checkBatchRows, RequestBatcher, type BatchAnswer, type BatchOutcome } from './batcher.js';
+import { checkBatchRows, RequestBatcher, RunLane, type BatchAnswer, type BatchOutcome } from './batcher.js';
 import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionRequest } from './prediction-log.js';
 
 type Row = Record<string, number | string | boolean | null>;
@@ -379,13 +379,15 @@ export function buildServing(opts: ServingOptions): Serving {
   const shadowTargets = new WeakMap<ServedModel, { batcher: RequestBatcher; series: AnswerSeries }>();
   const shadowBatchCopies = Math.max(1, Math.floor(maxShadowInFlight / 4));
 
+  /** In-process sessions all run on the event loop: their runs take turns, each timed on its own (see `BatcherOptions.lane`). */
+  const lane = new RunLane();
   /** One batcher per session, for the requests it answers (production, canary, challenger). */
   const batchers = new WeakMap<ServedModel, RequestBatcher>();
   function batcherOf(served: ServedModel): RequestBatcher {
     let batcher = batchers.get(served);
     if (batcher === undefined) {
       const labels = { model: served.model, version: String(served.version), arm: 'served' };
-      batcher = new RequestBatcher(served.loaded, { maxRows: maxBatchRows, onRun: (requests) => metrics.batchRequests.observe(labels, requests) });
+      batcher = new RequestBatcher(served.loaded, { maxRows: maxBatchRows, lane, onRun: (requests) => metrics.batchRequests.observe(labels, requests) });
       batchers.set(served, batcher);
     }
     return batcher;

@@ -1,7 +1,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { InputValidationError, loadModel, parseModelMetadata, type LoadedModel, type Prediction } from '../../src/eval/onnx-model.js';
-import { RequestBatcher, type BatchOutcome } from '../../src/serving/batcher.js';
+import { RequestBatcher, RunLane, type BatchOutcome } from '../../src/serving/batcher.js';
 import { maxBatchRowsFromEnv, parseMaxBatchRows } from '../../src/serving/service.js';
 import { creditRows, FIXTURE_METADATA_BYTES, FIXTURE_MODEL_BYTES, FIXTURE_MODEL_SHA } from '../helpers/fixture-model.js';
 
@@ -131,6 +131,26 @@ describe('RequestBatcher', () => {
     expect(outcomes.map(valuesOf)).toEqual([[1, 2], 'row 1, field "x": not a number', [5], [6]]);
     const refused = outcomes[1]!;
     expect('error' in refused && refused.error).toBeInstanceOf(InputValidationError);
+  });
+
+  it('batchers sharing a lane run one at a time, each timed from its own turn (not charged for the run before it)', async () => {
+    const events: string[] = [];
+    const model = (name: string, ms: number): Pick<LoadedModel, 'predict'> => ({
+      predict: async (rows) => {
+        events.push(`${name} start`);
+        await new Promise((r) => setTimeout(r, ms));
+        events.push(`${name} end`);
+        return { task: 'regression', values: Float64Array.from(rows, (r) => r.x as number) };
+      },
+    });
+    const lane = new RunLane();
+    const slow = new RequestBatcher(model('slow', 30), { maxRows: 64, lane });
+    const fast = new RequestBatcher(model('fast', 0), { maxRows: 64, lane });
+    const [s, f] = await Promise.all([slow.predict(rowsOf(1)), fast.predict(rowsOf(2))]);
+    expect(events).toEqual(['slow start', 'slow end', 'fast start', 'fast end']);
+    expect([valuesOf(s!), valuesOf(f!)]).toEqual([[1], [2]]);
+    // The fast run waited for the slow one but was not charged for it.
+    expect(f!.runMs).toBeLessThan(s!.runMs);
   });
 
   it('sealing a batch that waits on a timer leaves the process timers and immediates working', async () => {
