@@ -28,27 +28,30 @@ export interface BatcherOptions {
    */
   delayMs?: number;
   /**
-   * Runs of several batchers that share one thread (in-process sessions all run on the event
-   * loop) go through one lane, one at a time, and each run's time is taken when its turn comes:
-   * a run queued behind another model's run is not charged for it (onnxruntime queues each run
-   * in `setImmediate`, so without a lane production's time could include a slow canary's run).
+   * Batchers whose sessions share one thread (in-process sessions all run on the event loop)
+   * share a lane, so a run queued behind another model's run is not charged for it:
+   * onnxruntime queues each run in `setImmediate`, so without it production's time could
+   * include a slow canary's run.
    */
   lane?: RunLane;
   /** Told of each run: how many requests and rows it answered at once. */
   onRun?: (requests: number, rows: number) => void;
 }
 
-/** Runs one at a time, in order (see `BatcherOptions.lane`). */
+/**
+ * The clock of runs that share one thread (see `BatcherOptions.lane`). Runs on one thread
+ * happen one after another, so a run that ended while ours was waiting had the thread then:
+ * our run's own time starts at the later of our call and the last run's end before ours.
+ */
 export class RunLane {
-  private tail: Promise<unknown> = Promise.resolve();
+  private lastEnd = 0;
 
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(fn);
-    this.tail = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    return result;
+  /** A run called at `start` has just ended: its own time, ms. */
+  finish(start: number): number {
+    const end = performance.now();
+    const own = end - Math.max(start, this.lastEnd);
+    this.lastEnd = end;
+    return own;
   }
 }
 
@@ -218,20 +221,18 @@ export class RequestBatcher {
   }
 
   /**
-   * The model's predict, timed from when it starts (its turn in the lane, if any); a failure
-   * rejects with a `RunFailure` carrying its time. A synchronous throw is a rejection too (runs
-   * are started from timers).
+   * The model's predict and its own time (less other runs on its lane); a failure rejects with
+   * a `RunFailure` carrying its time. A synchronous throw is a rejection too (runs are started
+   * from timers).
    */
-  private timed(rows: Row[]): Promise<{ prediction: Prediction; runMs: number }> {
-    const go = async (): Promise<{ prediction: Prediction; runMs: number }> => {
-      const started = performance.now();
-      try {
-        const prediction = await this.model.predict(rows);
-        return { prediction, runMs: performance.now() - started };
-      } catch (error) {
-        throw new RunFailure(error, performance.now() - started);
-      }
-    };
-    return this.opts.lane ? this.opts.lane.run(go) : go();
+  private async timed(rows: Row[]): Promise<{ prediction: Prediction; runMs: number }> {
+    const started = performance.now();
+    const { lane } = this.opts;
+    try {
+      const prediction = await this.model.predict(rows);
+      return { prediction, runMs: lane ? lane.finish(started) : performance.now() - started };
+    } catch (error) {
+      throw new RunFailure(error, lane ? lane.finish(started) : performance.now() - started);
+    }
   }
 }
