@@ -303,9 +303,7 @@ class OnnxModel implements SessionModel {
   async predict(rows: Array<Record<string, unknown>>, opts: PredictOptions = {}): Promise<Prediction> {
     if (rows.length !== 1) return this.predictColumns(buildColumns(rows, this.metadata), rows.length, opts);
     if (this.released) throw new Error('model has been released');
-    const into = this.gathered(1);
-    await this.runInto(this.oneRowFeeds(rows[0]!), 0, 1, into);
-    return this.answer(into, 1);
+    return this.collect(1, (into) => this.runInto(this.oneRowFeeds(rows[0]!), 0, 1, into));
   }
 
   async predictColumns(columns: Columns, n: number, opts: PredictOptions = {}): Promise<Prediction> {
@@ -318,32 +316,31 @@ class OnnxModel implements SessionModel {
       // Columns are built by buildColumns: a wrong length is a caller's bug, not bad input.
       if (columns[name]?.length !== n) throw new Error(`input column "${name}" has ${columns[name]?.length ?? 'no'} values, expected ${n}`);
     }
-    const into = this.gathered(n);
-    for (let start = 0; start < n; start += batchSize) {
-      const end = Math.min(n, start + batchSize);
-      const feeds: Record<string, Tensor> = {};
-      for (const { name } of this.metadata.inputs) {
-        const col = columns[name]!;
-        // The whole column when it is one run (no copy), else this run's slice.
-        const part = start === 0 && end === n ? col : col.slice(start, end);
-        feeds[name] = part instanceof Float32Array ? new Tensor('float32', part, [end - start, 1]) : new Tensor('string', part, [end - start, 1]);
+    return this.collect(n, async (into) => {
+      for (let start = 0; start < n; start += batchSize) {
+        const end = Math.min(n, start + batchSize);
+        const feeds: Record<string, Tensor> = {};
+        for (const { name } of this.metadata.inputs) {
+          const col = columns[name]!;
+          // The whole column when it is one run (no copy), else this run's slice.
+          const part = start === 0 && end === n ? col : col.slice(start, end);
+          feeds[name] = part instanceof Float32Array ? new Tensor('float32', part, [end - start, 1]) : new Tensor('string', part, [end - start, 1]);
+        }
+        await this.runInto(feeds, start, end - start, into);
       }
-      await this.runInto(feeds, start, end - start, into);
-    }
-    return this.answer(into, n);
+    });
   }
 
-  private gathered(n: number): Gathered {
-    const k = this.metadata.classes?.length ?? 0;
-    const isClassifier = this.metadata.task === 'classification';
-    return { labels: [], probabilities: new Float32Array(isClassifier ? n * k : 0), values: new Float64Array(isClassifier ? 0 : n) };
-  }
-
-  /** The prediction of `n` rows gathered from their runs; a classifier without a label output labels by the highest probability. */
-  private answer(into: Gathered, n: number): Prediction {
+  /**
+   * The prediction of `n` rows: `fill` runs the session into the answers' buffers; a classifier
+   * without a label output is labelled by its highest probability.
+   */
+  private async collect(n: number, fill: (into: Gathered) => Promise<void>): Promise<Prediction> {
     const { outputs, classes = [] } = this.metadata;
     const k = classes.length;
     const isClassifier = this.metadata.task === 'classification';
+    const into: Gathered = { labels: [], probabilities: new Float32Array(isClassifier ? n * k : 0), values: new Float64Array(isClassifier ? 0 : n) };
+    await fill(into);
     if (!isClassifier) return { task: 'regression', values: into.values };
     const { labels, probabilities } = into;
     if (!outputs.label) {

@@ -227,12 +227,16 @@ export class RequestBatcher {
    */
   private async timed(rows: Row[]): Promise<{ prediction: Prediction; runMs: number }> {
     const started = performance.now();
-    const { lane } = this.opts;
     try {
       const prediction = await this.model.predict(rows);
-      return { prediction, runMs: lane ? lane.finish(started) : performance.now() - started };
+      return { prediction, runMs: this.ownTime(started) };
     } catch (error) {
-      throw new RunFailure(error, lane ? lane.finish(started) : performance.now() - started);
+      throw new RunFailure(error, this.ownTime(started));
     }
+  }
+
+  /** A run's own time: since `started`, less other runs on its lane. */
+  private ownTime(started: number): number {
+    return this.opts.lane ? this.opts.lane.finish(started) : performance.now() - started;
   }
 }

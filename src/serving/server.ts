@@ -8,7 +8,7 @@ import type { ArtifactStore } from '../store/artifact-store.js';
 import type { ObjectWriter } from '../store/threaded-writer.js';
 import { keys } from '../store/keys.js';
 import type { ModelHost, ServedModel, TrafficSplit } from './model-host.js';
-import { ServingMetrics, UNKNOWN_MODEL_LABEL, type AnswerSeries } from './metrics.js';
+import { ServingMetrics, UNKNOWN_MODEL_LABEL } from './metrics.js';
 import { ServingTokens } from './tokens.js';
 import { checkBatchRows, RequestBatcher, RunLane, type BatchAnswer, type BatchOutcome } from './batcher.js';
 import { PredictionLog, type Arm, type PredictionLogOptions, type PredictionRequest } from './prediction-log.js';
@@ -376,36 +376,28 @@ export function buildServing(opts: ServingOptions): Serving {
    * cost per run (a slow model would look fast). The rollout's latency bound needs both a ratio
    * and an absolute excess (default +5 ms), so the small overhead of a batch never trips it.
    */
-  const shadowTargets = new WeakMap<ServedModel, { batcher: RequestBatcher; series: AnswerSeries }>();
   const shadowBatchCopies = Math.max(1, Math.floor(maxShadowInFlight / 4));
 
-  /** In-process sessions all run on the event loop: their runs take turns, each timed on its own (see `BatcherOptions.lane`). */
+  /** In-process sessions all run on the event loop: their runs share one clock (see `BatcherOptions.lane`). */
   const lane = new RunLane();
-  /** One batcher per session, for the requests it answers (production, canary, challenger). */
-  const batchers = new WeakMap<ServedModel, RequestBatcher>();
-  function batcherOf(served: ServedModel): RequestBatcher {
-    let batcher = batchers.get(served);
+  /**
+   * One batcher per session and use: "served" for the requests it answers (production,
+   * canary, challenger), "shadow" for copies. A promoted shadow candidate keeps its session,
+   * so a session can have both, one after the other.
+   */
+  const batchers = { served: new WeakMap<ServedModel, RequestBatcher>(), shadow: new WeakMap<ServedModel, RequestBatcher>() };
+  function batcherOf(served: ServedModel, use: 'served' | 'shadow'): RequestBatcher {
+    let batcher = batchers[use].get(served);
     if (batcher === undefined) {
-      const labels = { model: served.model, version: String(served.version), arm: 'served' };
-      batcher = new RequestBatcher(served.loaded, { maxRows: maxBatchRows, lane, onRun: (requests) => metrics.batchRequests.observe(labels, requests) });
-      batchers.set(served, batcher);
+      const labels = { model: served.model, version: String(served.version), arm: use };
+      const onRun = (requests: number): void => metrics.batchRequests.observe(labels, requests);
+      batcher = new RequestBatcher(
+        served.loaded,
+        use === 'shadow' ? { maxRows: shadowBatchRows, maxRequests: shadowBatchCopies, delayMs: shadowBatchDelayMs, onRun } : { maxRows: maxBatchRows, lane, onRun },
+      );
+      batchers[use].set(served, batcher);
     }
     return batcher;
-  }
-
-  /** A shadow candidate's batcher and metrics series, per session. */
-  function shadowTargetOf(served: ServedModel): { batcher: RequestBatcher; series: AnswerSeries } {
-    let target = shadowTargets.get(served);
-    if (target === undefined) {
-      const labels = { model: served.model, version: String(served.version), arm: 'shadow' };
-      const onRun = (requests: number): void => metrics.batchRequests.observe(labels, requests);
-      target = {
-        batcher: new RequestBatcher(served.loaded, { maxRows: shadowBatchRows, maxRequests: shadowBatchCopies, delayMs: shadowBatchDelayMs, onRun }),
-        series: metrics.seriesOf(served.model, served.version, 'shadow'),
-      };
-      shadowTargets.set(served, target);
-    }
-    return target;
   }
 
   /** An answer from a batch outcome: each row's JSON, and the run's time. */
@@ -416,7 +408,7 @@ export function buildServing(opts: ServingOptions): Serving {
 
   /** Runs a session on rows already checked against its signature (production's, or `checkCandidateInputs`), and shapes its answers. */
   async function infer(served: ServedModel, rows: Row[]): Promise<Answer> {
-    const outcome = await batcherOf(served).predict(rows);
+    const outcome = await batcherOf(served, 'served').predict(rows);
     if ('error' in outcome) throw outcome.error;
     return answerOf(outcome);
   }
@@ -451,10 +443,10 @@ export function buildServing(opts: ServingOptions): Serving {
       return;
     }
     const { rolloutId } = split;
-    const target = shadowTargetOf(served);
+    const batcher = batcherOf(served, 'shadow');
     const record = (outcome: BatchOutcome): void => {
       try {
-        recordShadow(requestId, served, rolloutId, rows, outcome, target.series);
+        recordShadow(requestId, served, rolloutId, rows, outcome);
       } catch (err) {
         // Never let a copy's bookkeeping fail the request, the batch it came back in, or the process.
         opts.logger.warn({ err: (err as Error).message, model: served.model, version: served.version }, 'could not record a shadow copy');
@@ -470,7 +462,7 @@ export function buildServing(opts: ServingOptions): Serving {
     // No promise per copy: a hold on the session and a callback (copies come in batches of up to 64).
     shadowInFlight++;
     const release = opts.host.hold(served);
-    target.batcher.enqueue(rows, (outcome) => {
+    batcher.enqueue(rows, (outcome) => {
       shadowInFlight--;
       release();
       record(outcome);
@@ -478,10 +470,10 @@ export function buildServing(opts: ServingOptions): Serving {
   }
 
   /** A shadow copy's outcome: counted and logged, or skipped when the candidate's thread died. */
-  function recordShadow(requestId: string, served: ServedModel, rolloutId: string | null, rows: Row[], outcome: BatchOutcome, series: AnswerSeries): void {
+  function recordShadow(requestId: string, served: ServedModel, rolloutId: string | null, rows: Row[], outcome: BatchOutcome): void {
     if (!('error' in outcome)) {
       const answer = answerOf(outcome);
-      metrics.answered(series, rows.length, answer.latencyMs / 1000);
+      metrics.answered(metrics.seriesOf(served.model, served.version, 'shadow'), rows.length, answer.latencyMs / 1000);
       logRows(requestId, served, 'shadow', rolloutId, rows, answer);
     } else if (served.loaded.failure?.()) {
       // The candidate's thread died (the host loads it again): not an answer of the
