@@ -52,7 +52,7 @@ import { createLogger } from '../src/logger.js';
 import { Registry } from '../src/registry/registry.js';
 import { ModelHost } from '../src/serving/model-host.js';
 import type { ServingMetrics } from '../src/serving/metrics.js';
-import { buildServing } from '../src/serving/server.js';
+import { buildServing, SHADOW_DEFAULTS } from '../src/serving/server.js';
 import { keys } from '../src/store/keys.js';
 import { MinioArtifactStore } from '../src/store/minio-store.js';
 import { ThreadedObjectWriter } from '../src/store/threaded-writer.js';
@@ -539,7 +539,7 @@ async function main(): Promise<void> {
           cell.mainThreadCpuMs = cell.mainThreadCpuMs === null || t0 === null || t1 === null ? null : cell.mainThreadCpuMs + (t1 - t0);
           cell.minioCpuMs = cell.minioCpuMs === null || m0 === null || m1 === null ? null : cell.minioCpuMs + (m1 - m0);
           if (s0) {
-            // Copies still in flight when the window closed (≤ 256) are given a moment to settle.
+            // Copies still in flight when the window closed (at most SHADOW_DEFAULTS.maxInFlight) are given a moment to settle.
             await new Promise((r) => setTimeout(r, 200));
             const s1 = await shadowCounts(serving.metrics);
             const prev = cell.shadow ?? { scored: 0, skipped: 0, failed: 0 };
@@ -637,7 +637,7 @@ async function main(): Promise<void> {
               `${r.pass ? 'PASS' : 'FAIL'} (≤ ${TARGETS.shadowCpuRatio}x)`,
             ]),
           ),
-          `shadow (${SHADOW_MODEL}: production v${shadowVersions!.production}, shadow v${shadowVersions!.candidate} on a worker thread): ${shadowTotal!.scored} copies scored, ${shadowTotal!.skipped} skipped (over 256 in flight), ${shadowTotal!.failed} failed in all (warm-ups, measured windows, checks; scored/skipped columns: measured windows only)`,
+          `shadow (${SHADOW_MODEL}: production v${shadowVersions!.production}, shadow v${shadowVersions!.candidate} on a worker thread): ${shadowTotal!.scored} copies scored, ${shadowTotal!.skipped} skipped (over ${SHADOW_DEFAULTS.maxInFlight} in flight), ${shadowTotal!.failed} failed in all (warm-ups, measured windows, checks; scored/skipped columns: measured windows only)`,
           cpuCheckLine!,
         ]
       : [];

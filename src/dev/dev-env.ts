@@ -167,8 +167,8 @@ export async function devUp(config: Config, say: (line: string) => void, ports: 
   };
   writeFileSync(stateFile(config), JSON.stringify(state, null, 2));
   await Promise.all([
-    waitUntil('Temporal dev server', () => temporalHealthy(ports.temporal), 60_000, join(dir, 'temporal.log')),
-    waitUntil('MinIO', () => minioHealthy(ports.minio), 60_000, join(dir, 'minio.log')),
+    waitUntil('Temporal dev server', () => temporalHealthy(ports.temporal), 60_000, join(dir, 'temporal.log'), temporal),
+    waitUntil('MinIO', () => minioHealthy(ports.minio), 60_000, join(dir, 'minio.log'), minio),
   ]);
   return devStatus(config);
 }

@@ -170,13 +170,42 @@ export async function temporalHealthy(port: number): Promise<boolean> {
   }
 }
 
-export async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number, logFile?: string): Promise<void> {
+/** Whether a server process has exited (a child's exit code or signal; a detached one by its pid). */
+export function hasExited(server: ServerProcess): boolean {
+  if (server.child) return server.child.exitCode !== null || server.child.signalCode !== null;
+  return !isAlive(server.pid);
+}
+
+/** The last `lines` lines of a log file, for an error message (the file may be in a directory about to be removed). */
+export function logTail(logFile: string, lines = 20): string {
+  try {
+    return readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch (err) {
+    return `(log unreadable: ${(err as Error).message})`;
+  }
+}
+
+/**
+ * Polls `check` until it holds, for at most `timeoutMs`. Given the `server` it waits for, it
+ * stops as soon as that process has exited. The error ends with the log's last lines.
+ */
+export async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number, logFile?: string, server?: ServerProcess): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const tail = (): string => (logFile ? ` (see ${logFile}); its last lines:\n${logTail(logFile)}` : '');
   while (Date.now() < deadline) {
     if (await check()) return;
+    if (server && hasExited(server)) {
+      const how = server.child ? (server.child.signalCode ?? `code ${server.child.exitCode}`) : 'gone';
+      throw new ServerExitedError(`${what} exited (${how}) before it became healthy${tail()}`);
+    }
     await sleep(200);
   }
-  throw new Error(`${what} did not become healthy within ${timeoutMs / 1000}s${logFile ? ` (see ${logFile})` : ''}`);
+  throw new Error(`${what} did not become healthy within ${timeoutMs / 1000}s${tail()}`);
+}
+
+/** A server process ended before it was healthy (a port taken between choosing and binding it, a bad data directory). */
+export class ServerExitedError extends Error {
+  override name = 'ServerExitedError';
 }
 
 /** Ports free for a test run: asks the OS for ephemeral ones. */
@@ -250,8 +279,8 @@ export async function startDevStack(opts: {
   };
   try {
     await Promise.all([
-      waitUntil('Temporal dev server', () => temporalHealthy(ports.temporal), 60_000, temporalLog),
-      waitUntil('MinIO', () => minioHealthy(ports.minio), 60_000, minioLog),
+      waitUntil('Temporal dev server', () => temporalHealthy(ports.temporal), 60_000, temporalLog, temporal),
+      waitUntil('MinIO', () => minioHealthy(ports.minio), 60_000, minioLog, minio),
     ]);
   } catch (err) {
     await stack.stop();

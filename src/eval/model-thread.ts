@@ -25,22 +25,27 @@ function owned<T extends Float32Array | Float64Array>(a: T): T {
   return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer ? a : (a.slice() as T);
 }
 
-/** Packs a prediction for `postMessage`; returns it with the buffers to transfer. */
+/** Packs a prediction for `postMessage`; returns it with the buffers to transfer (one: each transferred buffer has a cost of its own). */
 export function toWire(prediction: Prediction, classIndex: Map<ClassLabel, number>): { wire: WirePrediction; transfer: ArrayBuffer[] } {
   if (prediction.task === 'regression') {
     const values = owned(prediction.values);
     return { wire: { task: 'regression', values }, transfer: [values.buffer as ArrayBuffer] };
   }
-  const probabilities = owned(prediction.probabilities);
-  const transfer = [probabilities.buffer as ArrayBuffer];
-  const labelIndex = new Int32Array(prediction.labels.length);
+  const { probabilities: p, labels } = prediction;
+  // Probabilities, then label indices, in one buffer (both 4-byte values).
+  const buffer = new ArrayBuffer((p.length + labels.length) * 4);
+  const probabilities = new Float32Array(buffer, 0, p.length);
+  probabilities.set(p);
+  const labelIndex = new Int32Array(buffer, p.length * 4, labels.length);
   for (let i = 0; i < labelIndex.length; i++) {
-    const j = classIndex.get(prediction.labels[i]!);
-    if (j === undefined) return { wire: { task: 'classification', probabilities, labels: prediction.labels }, transfer };
+    const j = classIndex.get(labels[i]!);
+    if (j === undefined) {
+      const own = owned(p);
+      return { wire: { task: 'classification', probabilities: own, labels }, transfer: [own.buffer as ArrayBuffer] };
+    }
     labelIndex[i] = j;
   }
-  transfer.push(labelIndex.buffer);
-  return { wire: { task: 'classification', probabilities, labelIndex }, transfer };
+  return { wire: { task: 'classification', probabilities, labelIndex }, transfer: [buffer] };
 }
 
 // onnxruntime-node runs a session synchronously on the thread that calls it; this thread

@@ -1,6 +1,6 @@
 import type { Worker } from 'node:worker_threads';
 import { ThreadChannel, ThreadStartError } from '../thread-channel.js';
-import { ArtifactIntegrityError, buildColumns, ModelSignatureError, sha256Hex, type ClassLabel, type LoadedModel, type ModelMetadata, type Prediction } from './onnx-model.js';
+import { ArtifactIntegrityError, buildColumns, columnBuffers, ModelSignatureError, sha256Hex, type ClassLabel, type LoadedModel, type ModelMetadata, type Prediction } from './onnx-model.js';
 import type { ThreadInit, ThreadReply, WirePrediction } from './model-thread.js';
 
 const ENTRY = new URL('./model-thread-entry.mjs', import.meta.url);
@@ -43,11 +43,10 @@ export async function loadModelOnThread(bytes: Uint8Array, expectedSha256: strin
     sha256: actual,
     async predict(rows): Promise<Prediction> {
       if (released) throw new Error('model has been released');
-      // Rows go as columns, converted and checked here: copying typed arrays (transferred) and
-      // string arrays costs a fraction of cloning row objects, on both threads.
+      // Rows go as columns, converted and checked here: one float buffer (transferred) and
+      // string arrays cost a fraction of cloning row objects, on both threads.
       const columns = buildColumns(rows, metadata);
-      const transfer = Object.values(columns).flatMap((c) => (c instanceof Float32Array ? [c.buffer as ArrayBuffer] : []));
-      const reply = await channel.call({ columns, n: rows.length }, transfer);
+      const reply = await channel.call({ columns, n: rows.length }, columnBuffers(columns));
       if ('error' in reply) throw new Error(reply.error);
       if (!('prediction' in reply)) throw new Error('unexpected reply from inference thread');
       return fromWire(reply.prediction, metadata.classes ?? []);

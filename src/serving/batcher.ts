@@ -107,6 +107,9 @@ function ownerOf(batch: readonly Waiting[], index: number): Waiting | undefined 
 export class RequestBatcher {
   private waiting: Waiting[] = [];
   private rows = 0;
+  /** Requests taken and not yet answered (waiting for their batch, or in a run). */
+  private unanswered = 0;
+  private onSettled: Array<() => void> = [];
   private timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
   private readonly maxRequests: number;
   private readonly delayMs: number;
@@ -134,6 +137,7 @@ export class RequestBatcher {
 
   /** `predict` with a callback instead of a promise (for callers that queue many requests at once, like shadow copies); `done` must not throw. */
   enqueue(rows: Row[], done: (outcome: BatchOutcome) => void): void {
+    this.unanswered++;
     // Batching off (one row per run, no delay): each request runs at once, as if there were no batcher.
     if (this.opts.maxRows === 1 && this.delayMs === 0) return this.runAlone({ rows, done });
     if (this.rows > 0 && this.rows + rows.length > this.opts.maxRows) this.seal();
@@ -141,6 +145,33 @@ export class RequestBatcher {
     this.rows += rows.length;
     if (this.rows >= this.opts.maxRows || this.waiting.length >= this.maxRequests) this.seal();
     else if (this.timer === undefined) this.timer = this.delayMs === 0 ? setImmediate(this.onTimer) : setTimeout(this.onTimer, this.delayMs);
+  }
+
+  /** Requests taken and not yet answered. */
+  get pending(): number {
+    return this.unanswered;
+  }
+
+  /** Runs the waiting batch now instead of at the end of its delay (closing: nothing more is coming to fill it). */
+  flush(): void {
+    if (this.waiting.length > 0) this.seal();
+  }
+
+  /** Resolves once every request taken so far has its answer (at once if none is pending). */
+  settled(): Promise<void> {
+    if (this.unanswered === 0) return Promise.resolve();
+    return new Promise((resolve) => this.onSettled.push(resolve));
+  }
+
+  /** Gives a request its outcome. */
+  private answer(done: (outcome: BatchOutcome) => void, outcome: BatchOutcome): void {
+    this.unanswered--;
+    done(outcome);
+    if (this.unanswered === 0 && this.onSettled.length > 0) {
+      const waiting = this.onSettled;
+      this.onSettled = [];
+      for (const resolve of waiting) resolve();
+    }
   }
 
   private readonly onTimer = (): void => {
@@ -182,7 +213,7 @@ export class RequestBatcher {
         let start = 0;
         for (const w of batch) {
           const end = start + w.rows.length;
-          w.done({ prediction, start, end, runMs });
+          this.answer(w.done, { prediction, start, end, runMs });
           start = end;
         }
       },
@@ -206,8 +237,8 @@ export class RequestBatcher {
   private runAlone({ rows, done }: Waiting): void {
     this.reportRun(1, rows.length);
     this.timed(rows).then(
-      ({ prediction, runMs }) => done({ prediction, start: 0, end: rows.length, runMs }),
-      (failed: RunFailure) => done({ error: failed.error, runMs: failed.runMs }),
+      ({ prediction, runMs }) => this.answer(done, { prediction, start: 0, end: rows.length, runMs }),
+      (failed: RunFailure) => this.answer(done, { error: failed.error, runMs: failed.runMs }),
     );
   }
 

@@ -47,7 +47,13 @@ export interface PredictionLogOptions {
   maxBufferedRows: number;
 }
 
-export const PREDICTION_LOG_DEFAULTS: PredictionLogOptions = { flushRows: 500, flushIntervalMs: 2000, maxBufferedRows: 100_000 };
+/**
+ * A write has a large fixed cost besides its bytes: ~1 ms of CPU for the request (signing,
+ * HTTP, loopback TCP) against ~1.2 µs per 360-byte row (hashing, copying): measured 3.4 µs
+ * of CPU per row at 500 rows per batch, 1.7 at 2000 and 1.6 at 8000.
+ * A batch is written within `flushIntervalMs` however few rows it has.
+ */
+export const PREDICTION_LOG_DEFAULTS: PredictionLogOptions = { flushRows: 4000, flushIntervalMs: 2000, maxBufferedRows: 100_000 };
 
 /** The fields one request's rows share (on one arm); see `PredictionRecord`. */
 export interface PredictionRequest {

@@ -3,18 +3,31 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Client, Connection } from '@temporalio/client';
 import { decide, startPipeline, waitForRun } from '../../src/runs.js';
 import { RunOutcome } from '../../src/shared/errors.js';
-import { freePort, startTemporal, temporalHealthy, waitUntil, type ServerProcess } from '../../src/dev/servers.js';
+import { freePort, ServerExitedError, startTemporal, temporalHealthy, waitUntil, type ServerProcess } from '../../src/dev/servers.js';
 import { MinioArtifactStore } from '../../src/store/minio-store.js';
 import { Registry } from '../../src/registry/registry.js';
 import { createWorkers } from '../../src/worker.js';
 import { testConfig, testLogger, workflowBundle } from '../helpers/stack.js';
 import { examplePipeline, waitForStatus } from '../helpers/pipelines.js';
 
-/** A Temporal dev server of this test's own (on a SQLite file), so restarting it disturbs no other test. */
+/**
+ * A Temporal dev server of this test's own (on a SQLite file), so restarting it disturbs no other
+ * test. The dev server picks its internal ports itself (bind :0, close, bind again), which other
+ * processes of a busy test run can take in between: a server that exits before it is healthy is
+ * started once more (the error it exited with, and its log, are in the message if it fails again).
+ */
 async function ownTemporal(dir: string, port: number): Promise<ServerProcess> {
-  const server = startTemporal({ dbFile: join(dir, 'temporal.sqlite'), port, uiPort: await freePort(), logFile: join(dir, 'temporal.log') });
-  await waitUntil('Temporal', () => temporalHealthy(port), 60_000, join(dir, 'temporal.log'));
-  return server;
+  const logFile = join(dir, 'temporal.log');
+  for (let attempt = 1; ; attempt++) {
+    const server = startTemporal({ dbFile: join(dir, 'temporal.sqlite'), port, uiPort: await freePort(), logFile });
+    try {
+      await waitUntil('Temporal', () => temporalHealthy(port), 60_000, logFile, server);
+      return server;
+    } catch (err) {
+      await server.stop();
+      if (!(err instanceof ServerExitedError) || attempt === 2) throw err;
+    }
+  }
 }
 
 describe('the Temporal server restarts while a run waits for approval', () => {

@@ -121,6 +121,38 @@ describe('RequestBatcher', () => {
       expect(valuesOf(await c)).toEqual([3]);
       expect(model.calls).toEqual([[1, 2], [3]]);
     });
+
+    it('flush() runs the waiting batch without waiting out its delay; settled() resolves once every request has its answer', async () => {
+      const model = new RecordingModel();
+      const batcher = new RequestBatcher(model, { maxRows: 64, delayMs: 60_000 });
+      await batcher.settled(); // nothing taken yet: at once
+      const answers: BatchOutcome[] = [];
+      batcher.enqueue(rowsOf(1), (o) => answers.push(o));
+      batcher.enqueue(rowsOf(2, 3), (o) => answers.push(o));
+      expect(batcher.pending).toBe(2);
+      let settled = false;
+      const done = batcher.settled().then(() => (settled = true));
+      await nextTurn();
+      expect(model.calls).toEqual([]);
+      expect(settled).toBe(false);
+      batcher.flush();
+      await done;
+      expect(model.calls).toEqual([[1, 2, 3]]);
+      expect(answers.map(valuesOf)).toEqual([[1], [2, 3]]);
+      expect(batcher.pending).toBe(0);
+      batcher.flush(); // nothing waiting: no run
+      await nextTurn();
+      expect(model.calls).toHaveLength(1);
+    });
+
+    it('pending counts requests until their answer, failed ones too', async () => {
+      const model = new RecordingModel();
+      const batcher = new RequestBatcher(model, { maxRows: 64 });
+      const outcomes = Promise.all([batcher.predict(rowsOf(1)), batcher.predict([{ x: 2, bad: true }])]);
+      expect(batcher.pending).toBe(2);
+      expect((await outcomes).map(valuesOf)).toEqual([[1], 'bad row 2']);
+      expect(batcher.pending).toBe(0);
+    });
   });
 
   it('a value the model refuses fails only the request that sent it, at the cost of one extra run', async () => {

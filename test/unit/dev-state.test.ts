@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { devDown, devPorts } from '../../src/dev/dev-env.js';
-import { isAlive, runsBinary } from '../../src/dev/servers.js';
+import { isAlive, runsBinary, ServerExitedError, waitUntil, type ServerProcess } from '../../src/dev/servers.js';
 
 const home = mkdtempSync(join(tmpdir(), 'conveyor-dev-state-'));
 const children: ChildProcess[] = [];
@@ -57,5 +57,30 @@ describe('dev state safety', () => {
       minio: 19000,
       minioConsole: 19001,
     });
+  });
+});
+
+describe('waitUntil', () => {
+  it('stops waiting when the server it waits for exits, with the end of its log in the error', async () => {
+    const logFile = join(home, 'exiting.log');
+    writeFileSync(logFile, `${Array.from({ length: 30 }, (_, i) => `line ${i}`).join('\n')}\nlisten tcp 127.0.0.1:40001: bind: address already in use\n`);
+    const child = spawn(process.execPath, ['-e', 'process.exit(3)'], { stdio: 'ignore' });
+    children.push(child);
+    const server: ServerProcess = { name: 'temporal', pid: child.pid!, bin: process.execPath, child, stop: async () => {} };
+    const err = await waitUntil('Temporal', () => Promise.resolve(false), 60_000, logFile, server).catch((e: unknown) => e);
+    // The exit is what ended the wait (a timeout is a plain Error saying "did not become healthy").
+    expect(err).toBeInstanceOf(ServerExitedError);
+    expect((err as Error).message).toMatch(/^Temporal exited \(code 3\) before it became healthy \(see .*exiting\.log\); its last lines:\n/);
+    expect((err as Error).message).toContain('bind: address already in use');
+    expect((err as Error).message).toContain('line 11');
+    expect((err as Error).message).not.toContain('line 10\n');
+  });
+
+  it('times out naming what it waited for, with the log tail', async () => {
+    const logFile = join(home, 'slow.log');
+    writeFileSync(logFile, 'still starting\n');
+    const err = await waitUntil('MinIO', () => Promise.resolve(false), 300, logFile).catch((e: unknown) => e);
+    expect(err).not.toBeInstanceOf(ServerExitedError);
+    expect((err as Error).message).toMatch(/^MinIO did not become healthy within 0\.3s \(see .*slow\.log\); its last lines:\nstill starting$/);
   });
 });

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   ArtifactIntegrityError,
   buildColumns,
+  columnBuffers,
   InputValidationError,
   ModelSignatureError,
   loadModel,
@@ -13,6 +14,7 @@ import {
 } from '../../src/eval/onnx-model.js';
 import type { LoadedModel, ModelMetadata, Prediction } from '../../src/eval/onnx-model.js';
 import { loadModelOnThread } from '../../src/eval/threaded-model.js';
+import { creditRows, FIXTURE_METADATA_BYTES, FIXTURE_MODEL_BYTES, FIXTURE_MODEL_SHA } from '../helpers/fixture-model.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/models/tiny/${name}`, import.meta.url));
 const classifierBytes = new Uint8Array(readFileSync(fixture('tiny-classifier.onnx')));
@@ -211,6 +213,31 @@ describe('a model on a thread of its own (rows sent as columns)', () => {
     expect(err).toMatchObject({ field: 'x', rowIndex: 1 });
     // The thread is still answering.
     expect(asClassification(await threaded.predict(refRows)).labels).toEqual(refLabels);
+  });
+
+  it('a model of several float inputs: their columns share one buffer (one transfer), and each row gets its own answer', async () => {
+    const meta = parseModelMetadata(JSON.parse(FIXTURE_METADATA_BYTES.toString('utf8')));
+    const rows = creditRows(64);
+    const columns = buildColumns(rows, meta);
+    const floats = meta.inputs.filter((i) => i.type === 'float').map((i) => columns[i.name] as Float32Array);
+    expect(floats.length).toBeGreaterThan(5);
+    expect(new Set(floats.map((c) => c.buffer)).size).toBe(1);
+    expect(columnBuffers(columns)).toEqual([floats[0]!.buffer]);
+    // Each view is its own input's values, in row order (not another input's, not offset).
+    meta.inputs.forEach((input, i) => {
+      if (input.type === 'float') expect(Array.from(columns[input.name] as Float32Array)).toEqual(rows.map((r) => Math.fround(Number(r[input.name] ?? NaN))));
+      else expect(i).toBeGreaterThan(0);
+    });
+
+    const inProcess = await loadModel(FIXTURE_MODEL_BYTES, FIXTURE_MODEL_SHA, meta);
+    const threaded = await loadModelOnThread(FIXTURE_MODEL_BYTES, FIXTURE_MODEL_SHA, meta);
+    opened.push(inProcess, threaded);
+    const batch = asClassification(await threaded.predict(rows));
+    for (let i = 0; i < rows.length; i++) {
+      const alone = asClassification(await inProcess.predict([rows[i]!]));
+      expect(batch.labels[i]).toBe(alone.labels[0]);
+      for (let j = 0; j < 2; j++) expect(Math.abs(batch.probabilities[i * 2 + j]! - alone.probabilities[j]!)).toBeLessThan(1e-6);
+    }
   });
 
   it('predictColumns refuses a column whose length is not the row count, naming it', async () => {

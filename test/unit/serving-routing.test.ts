@@ -399,6 +399,30 @@ describe('traffic routing', () => {
     expect(rows.filter((r) => r.arm === 'shadow').map((r) => [r.requestId, r.error])).toEqual([[after.requestId, undefined]]);
   });
 
+  it('closing scores the shadow copies still waiting for their batch, and the last flush logs them', async () => {
+    const v2 = await registerCandidate('c2', SLOW_BYTES);
+    await setSplit('shadow', v2, 100, 'ro-close', 'shadow');
+    await host.refresh();
+    // A batch that would wait a minute for more copies: only closing runs it.
+    const s = start({ shadowBatchDelayMs: 60_000 });
+    const ids: string[] = [];
+    for (const payload of [{ instance: ROWS[0] }, { instances: ROWS }, { instance: ROWS[1] }]) {
+      const res = await predict(s, payload);
+      expect(res.statusCode).toBe(200);
+      ids.push((res.json() as PredictResponse).requestId);
+    }
+    await sleep(20);
+    expect((await loggedRows(s)).filter((r) => r.arm === 'shadow')).toEqual([]);
+
+    apps.splice(apps.indexOf(s), 1);
+    await s.app.close();
+    const rows = await loggedRows(s);
+    const shadow = rows.filter((r) => r.arm === 'shadow');
+    expect(shadow.map((r) => `${r.requestId}/${r.rowIndex}`).sort()).toEqual([`${ids[0]}/0`, `${ids[1]}/0`, `${ids[1]}/1`, `${ids[2]}/0`].sort());
+    for (const row of shadow) expect(row).toMatchObject({ version: 2, rolloutId: 'ro-close', features: null, output: expect.objectContaining({ label: expect.anything() }) });
+    expect(s.predictionLog!.pending).toBe(0);
+  });
+
   it('shadow copies past maxShadowInFlight are skipped and counted, never failing a request', async () => {
     const v2 = await registerCandidate('c2', SLOW_BYTES);
     await setSplit('shadow', v2, 100, 'ro-shadow', 'shadow');
