@@ -74,7 +74,9 @@ class RunFailure {
 
 interface Waiting {
   rows: Row[];
-  done: (outcome: BatchOutcome) => void;
+  done: (outcome: BatchOutcome, context: unknown) => void;
+  /** Given back to `done` (so a caller queueing many requests needs no closure per request). */
+  context: unknown;
 }
 
 /** The request whose rows include row `index` of the batch's concatenated rows. */
@@ -132,16 +134,20 @@ export class RequestBatcher {
    * Never rejects: a failed run is an outcome with its error.
    */
   predict(rows: Row[]): Promise<BatchOutcome> {
-    return new Promise<BatchOutcome>((done) => this.enqueue(rows, done));
+    return new Promise<BatchOutcome>((done) => this.enqueue(rows, done, undefined));
   }
 
-  /** `predict` with a callback instead of a promise (for callers that queue many requests at once, like shadow copies); `done` must not throw. */
-  enqueue(rows: Row[], done: (outcome: BatchOutcome) => void): void {
+  /**
+   * `predict` with a callback instead of a promise, for callers that queue many requests at
+   * once (shadow copies): `done(outcome, context)` is called once, and must not throw.
+   */
+  enqueue<C>(rows: Row[], done: (outcome: BatchOutcome, context: C) => void, context: C): void {
     this.unanswered++;
+    const waiting: Waiting = { rows, done: done as Waiting['done'], context };
     // Batching off (one row per run, no delay): each request runs at once, as if there were no batcher.
-    if (this.opts.maxRows === 1 && this.delayMs === 0) return this.runAlone({ rows, done });
+    if (this.opts.maxRows === 1 && this.delayMs === 0) return this.runAlone(waiting);
     if (this.rows > 0 && this.rows + rows.length > this.opts.maxRows) this.seal();
-    this.waiting.push({ rows, done });
+    this.waiting.push(waiting);
     this.rows += rows.length;
     if (this.rows >= this.opts.maxRows || this.waiting.length >= this.maxRequests) this.seal();
     else if (this.timer === undefined) this.timer = this.delayMs === 0 ? setImmediate(this.onTimer) : setTimeout(this.onTimer, this.delayMs);
@@ -164,9 +170,9 @@ export class RequestBatcher {
   }
 
   /** Gives a request its outcome. */
-  private answer(done: (outcome: BatchOutcome) => void, outcome: BatchOutcome): void {
+  private answer(w: Waiting, outcome: BatchOutcome): void {
     this.unanswered--;
-    done(outcome);
+    w.done(outcome, w.context);
     if (this.unanswered === 0 && this.onSettled.length > 0) {
       const waiting = this.onSettled;
       this.onSettled = [];
@@ -213,7 +219,7 @@ export class RequestBatcher {
         let start = 0;
         for (const w of batch) {
           const end = start + w.rows.length;
-          this.answer(w.done, { prediction, start, end, runMs });
+          this.answer(w, { prediction, start, end, runMs });
           start = end;
         }
       },
@@ -234,11 +240,12 @@ export class RequestBatcher {
     );
   }
 
-  private runAlone({ rows, done }: Waiting): void {
+  private runAlone(w: Waiting): void {
+    const { rows } = w;
     this.reportRun(1, rows.length);
     this.timed(rows).then(
-      ({ prediction, runMs }) => this.answer(done, { prediction, start: 0, end: rows.length, runMs }),
-      (failed: RunFailure) => this.answer(done, { error: failed.error, runMs: failed.runMs }),
+      ({ prediction, runMs }) => this.answer(w, { prediction, start: 0, end: rows.length, runMs }),
+      (failed: RunFailure) => this.answer(w, { error: failed.error, runMs: failed.runMs }),
     );
   }
 

@@ -166,6 +166,17 @@ export interface ServingOptions {
   shadowBatchDelayMs?: number;
 }
 
+/** A copy of a request for a shadow candidate, from its queueing to its log rows. */
+interface ShadowCopy {
+  requestId: string;
+  served: ServedModel;
+  rolloutId: string | null;
+  rows: Row[];
+  /** Set once it is queued for a run: its hold on the candidate's session, and the batcher it is in. */
+  release: (() => void) | undefined;
+  batcher: RequestBatcher | undefined;
+}
+
 export interface Serving {
   app: FastifyInstance;
   metrics: ServingMetrics;
@@ -454,33 +465,35 @@ export function buildServing(opts: ServingOptions): Serving {
       metrics.shadowSkipped.inc({ model: served.model });
       return;
     }
-    const { rolloutId } = split;
-    const batcher = batcherOf(served, 'shadow');
-    const record = (outcome: BatchOutcome): void => {
-      try {
-        recordShadow(requestId, served, rolloutId, rows, outcome);
-      } catch (err) {
-        // Never let a copy's bookkeeping fail the request, the batch it came back in, or the process.
-        opts.logger.warn({ err: (err as Error).message, model: served.model, version: served.version }, 'could not record a shadow copy');
-      }
-    };
+    const copy: ShadowCopy = { requestId, served, rolloutId: split.rolloutId, rows, release: undefined, batcher: undefined };
     try {
       // A copy the candidate cannot take at all fails on its own, without a run.
       checkCandidateInputs(served, rows);
     } catch (error) {
-      record({ error, runMs: 0 });
+      shadowScored({ error, runMs: 0 }, copy);
       return;
     }
-    // No promise per copy: a hold on the session and a callback (copies come in batches of up to 64).
+    // No promise or closure per copy: a hold on the session, and one callback for all copies.
     shadowInFlight++;
-    const release = opts.host.hold(served);
+    copy.release = opts.host.hold(served);
+    const batcher = (copy.batcher = batcherOf(served, 'shadow'));
     shadowBusy.add(batcher);
-    batcher.enqueue(rows, (outcome) => {
+    batcher.enqueue(rows, shadowScored, copy);
+  }
+
+  /** A shadow copy has its outcome: its hold and place in flight are given back, and it is recorded. */
+  function shadowScored(outcome: BatchOutcome, copy: ShadowCopy): void {
+    if (copy.batcher) {
       shadowInFlight--;
-      release();
-      if (batcher.pending === 0) shadowBusy.delete(batcher);
-      record(outcome);
-    });
+      copy.release?.();
+      if (copy.batcher.pending === 0) shadowBusy.delete(copy.batcher);
+    }
+    try {
+      recordShadow(copy, outcome);
+    } catch (err) {
+      // Never let a copy's bookkeeping fail the request, the batch it came back in, or the process.
+      opts.logger.warn({ err: (err as Error).message, model: copy.served.model, version: copy.served.version }, 'could not record a shadow copy');
+    }
   }
 
   /**
@@ -501,7 +514,7 @@ export function buildServing(opts: ServingOptions): Serving {
   }
 
   /** A shadow copy's outcome: counted and logged, or skipped when the candidate's thread died. */
-  function recordShadow(requestId: string, served: ServedModel, rolloutId: string | null, rows: Row[], outcome: BatchOutcome): void {
+  function recordShadow({ requestId, served, rolloutId, rows }: ShadowCopy, outcome: BatchOutcome): void {
     if (!('error' in outcome)) {
       const answer = answerOf(outcome);
       metrics.answered(metrics.seriesOf(served.model, served.version, 'shadow'), rows.length, answer.latencyMs / 1000);

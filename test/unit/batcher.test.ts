@@ -127,18 +127,25 @@ describe('RequestBatcher', () => {
       const batcher = new RequestBatcher(model, { maxRows: 64, delayMs: 60_000 });
       await batcher.settled(); // nothing taken yet: at once
       const answers: BatchOutcome[] = [];
-      batcher.enqueue(rowsOf(1), (o) => answers.push(o));
-      batcher.enqueue(rowsOf(2, 3), (o) => answers.push(o));
+      const contexts: string[] = [];
+      // One callback for every request: each gets its own context back.
+      const done = (o: BatchOutcome, context: string): void => {
+        answers.push(o);
+        contexts.push(context);
+      };
+      batcher.enqueue(rowsOf(1), done, 'first');
+      batcher.enqueue(rowsOf(2, 3), done, 'second');
       expect(batcher.pending).toBe(2);
       let settled = false;
-      const done = batcher.settled().then(() => (settled = true));
+      const allSettled = batcher.settled().then(() => (settled = true));
       await nextTurn();
       expect(model.calls).toEqual([]);
       expect(settled).toBe(false);
       batcher.flush();
-      await done;
+      await allSettled;
       expect(model.calls).toEqual([[1, 2, 3]]);
       expect(answers.map(valuesOf)).toEqual([[1], [2, 3]]);
+      expect(contexts).toEqual(['first', 'second']);
       expect(batcher.pending).toBe(0);
       batcher.flush(); // nothing waiting: no run
       await nextTurn();
