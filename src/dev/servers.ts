@@ -208,6 +208,39 @@ export class ServerExitedError extends Error {
   override name = 'ServerExitedError';
 }
 
+/**
+ * A free port that no outgoing connection can be given: below the ephemeral range (Linux:
+ * /proc/sys/net/ipv4/ip_local_port_range), so a server restarted on it finds it still free.
+ * A port from `freePort()` is in that range, and once its server stops, any client socket of a
+ * busy test run may take it. Falls back to `freePort()` where the range is unknown.
+ */
+export async function stablePort(): Promise<number> {
+  let low: number;
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  } catch {
+    return freePort();
+  }
+  const from = 10_000;
+  if (!Number.isInteger(low) || low - from < 1000) return freePort();
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = from + Math.floor(Math.random() * (low - from));
+    if (await portFree(port)) return port;
+  }
+  return freePort();
+}
+
+function portFree(port: number): Promise<boolean> {
+  return import('node:net').then(
+    ({ createServer }) =>
+      new Promise((resolve) => {
+        const server = createServer();
+        server.once('error', () => resolve(false));
+        server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+      }),
+  );
+}
+
 /** Ports free for a test run: asks the OS for ephemeral ones. */
 export async function freePort(): Promise<number> {
   const { createServer } = await import('node:net');

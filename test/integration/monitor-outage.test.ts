@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Client, Connection } from '@temporalio/client';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { freePort, isAlive, minioHealthy, startMinio, waitUntil, type ServerProcess } from '../../src/dev/servers.js';
+import { isAlive, minioHealthy, stablePort, startMinio, waitUntil, type ServerProcess } from '../../src/dev/servers.js';
 import { MinioArtifactStore } from '../../src/store/minio-store.js';
 import { Registry } from '../../src/registry/registry.js';
 import { keys } from '../../src/store/keys.js';
@@ -33,15 +33,16 @@ describe('a monitor run while MinIO is down', () => {
 
   it('retries through the outage and completes when MinIO is back, with the window fixed at its start (stored once)', async () => {
     // A MinIO of this test's own: the shared one serves other test files in parallel and must stay up.
-    const port = await freePort();
-    const consolePort = await freePort();
+    // Restarted on the same ports: ones that no client socket can have taken meanwhile.
+    const port = await stablePort();
+    const consolePort = await stablePort();
     const config = testConfig('monitor-outage', { CONVEYOR_S3_ENDPOINT: `http://127.0.0.1:${port}` });
     cleanups.push(() => rmSync(config.home, { recursive: true, force: true }));
     const dataDir = join(config.home, 'minio-data');
     const logFile = join(config.home, 'minio.log');
     const startOwnMinio = async (): Promise<ServerProcess> => {
       const server = startMinio({ dataDir, port, consolePort, accessKey: config.s3.accessKey, secretKey: config.s3.secretKey, logFile });
-      await waitUntil('private MinIO', () => minioHealthy(port), 30_000, logFile);
+      await waitUntil('private MinIO', () => minioHealthy(port), 30_000, logFile, server);
       return server;
     };
     let minio = await startOwnMinio();

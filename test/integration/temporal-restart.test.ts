@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Client, Connection } from '@temporalio/client';
 import { decide, startPipeline, waitForRun } from '../../src/runs.js';
 import { RunOutcome } from '../../src/shared/errors.js';
-import { freePort, ServerExitedError, startTemporal, temporalHealthy, waitUntil, type ServerProcess } from '../../src/dev/servers.js';
+import { freePort, ServerExitedError, stablePort, startTemporal, temporalHealthy, waitUntil, type ServerProcess } from '../../src/dev/servers.js';
 import { MinioArtifactStore } from '../../src/store/minio-store.js';
 import { Registry } from '../../src/registry/registry.js';
 import { createWorkers } from '../../src/worker.js';
@@ -12,7 +12,7 @@ import { examplePipeline, waitForStatus } from '../helpers/pipelines.js';
 
 /**
  * A Temporal dev server of this test's own (on a SQLite file), so restarting it disturbs no other
- * test. The dev server picks its internal ports itself (bind :0, close, bind again), which other
+ * test. The dev server also picks internal ports itself (bind :0, close, bind again), which other
  * processes of a busy test run can take in between: a server that exits before it is healthy is
  * started once more (the error it exited with, and its log, are in the message if it fails again).
  */
@@ -37,7 +37,8 @@ describe('the Temporal server restarts while a run waits for approval', () => {
   });
 
   it('keeps the run and its timers: escalation fires after the restart, and the approval then deploys', async () => {
-    const port = await freePort();
+    // Restarted on the same port: one that no client socket can have taken meanwhile.
+    const port = await stablePort();
     const config = { ...testConfig('restart'), temporal: { address: `127.0.0.1:${port}`, namespace: 'default' } };
     let temporal = await ownTemporal(config.home, port);
     cleanups.push(() => temporal.stop());

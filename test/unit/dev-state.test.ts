@@ -1,11 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { devDown, devPorts } from '../../src/dev/dev-env.js';
-import { isAlive, runsBinary, ServerExitedError, waitUntil, type ServerProcess } from '../../src/dev/servers.js';
+import { isAlive, runsBinary, ServerExitedError, stablePort, waitUntil, type ServerProcess } from '../../src/dev/servers.js';
 
 const home = mkdtempSync(join(tmpdir(), 'conveyor-dev-state-'));
 const children: ChildProcess[] = [];
@@ -82,5 +83,21 @@ describe('waitUntil', () => {
     const err = await waitUntil('MinIO', () => Promise.resolve(false), 300, logFile).catch((e: unknown) => e);
     expect(err).not.toBeInstanceOf(ServerExitedError);
     expect((err as Error).message).toMatch(/^MinIO did not become healthy within 0\.3s \(see .*slow\.log\); its last lines:\nstill starting$/);
+  });
+});
+
+describe('stablePort', () => {
+  it('gives a free port below the ephemeral range, so no client socket can take it while its server restarts', async () => {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    const port = await stablePort();
+    expect(port).toBeGreaterThanOrEqual(10_000);
+    expect(port).toBeLessThan(low);
+    // Free: a server can listen on it.
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => resolve());
+    });
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 });
