@@ -62,6 +62,8 @@ export class ModelHost {
   /** Per model, the sessions (version and hash) whose artifact was refused: never retried. */
   private readonly failedLoads = new Map<string, Set<string>>();
   private refreshing: Promise<void> | undefined;
+  /** The refresh that runs after the current one, shared by every caller that arrived during it. */
+  private queued: Promise<void> | undefined;
   ready = false;
 
   constructor(
@@ -118,11 +120,29 @@ export class ModelHost {
     };
   }
 
+  /**
+   * Reloads routes from the registry. The promise settles after a refresh that started
+   * reading the registry after this call: a refresh already running may have read it
+   * before the caller's change (a poll that read the alias just before a rollout set its
+   * traffic), so callers arriving during one share a single refresh that runs after it.
+   */
   refresh(): Promise<void> {
-    this.refreshing ??= this.doRefresh().finally(() => {
-      this.refreshing = undefined;
+    if (!this.refreshing) return this.startRefresh();
+    this.queued ??= this.refreshing
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = undefined;
+        return this.startRefresh();
+      });
+    return this.queued;
+  }
+
+  private startRefresh(): Promise<void> {
+    const run: Promise<void> = this.doRefresh().finally(() => {
+      if (this.refreshing === run) this.refreshing = undefined;
     });
-    return this.refreshing;
+    this.refreshing = run;
+    return run;
   }
 
   private async doRefresh(): Promise<void> {
@@ -222,7 +242,8 @@ export class ModelHost {
   }
 
   async close(): Promise<void> {
-    await this.refreshing;
+    // A refresh still running (and the one queued after it) finishes first; its failure is the poll's to report.
+    await Promise.allSettled([this.refreshing, this.queued]);
     this.routes.clear();
     // Out of the map before they are released: a released thread's exit must not look like a death to reload.
     const all = [...this.sessions.values()].flatMap((byKey) => [...byKey.values()]);

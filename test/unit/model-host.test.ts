@@ -189,13 +189,42 @@ describe('ModelHost', () => {
     expect((await predictLabels())?.version).toBe(2);
   });
 
-  it('concurrent refresh calls share one refresh', async () => {
+  it('refresh calls made during a refresh share one refresh that runs after it', async () => {
     await registerModel('1', MODEL_BYTES, MODEL_SHA);
     await promote(1, null);
     const a = host.refresh();
     const b = host.refresh();
-    expect(b).toBe(a);
-    await Promise.all([a, b]);
+    const c = host.refresh();
+    expect(b).not.toBe(a);
+    expect(c).toBe(b);
+    await Promise.all([a, b, c]);
     expect(logs.filter((l) => l.msg === 'serving new version')).toHaveLength(1);
+  });
+
+  it('a refresh asked for while one is running sees changes made after the running one read the registry', async () => {
+    await registerModel('1', MODEL_BYTES, MODEL_SHA);
+    await registerModel('2', MODEL_BYTES, MODEL_SHA);
+    await promote(1, null);
+    await host.refresh();
+    // The next refresh (a poll) reads the alias, then waits before acting on it.
+    const getAlias = registry.getAlias.bind(registry);
+    let aliasRead!: () => void;
+    const read = new Promise<void>((resolve) => (aliasRead = resolve));
+    let openGate!: () => void;
+    const gate = new Promise<void>((resolve) => (openGate = resolve));
+    registry.getAlias = async (...args: Parameters<Registry['getAlias']>) => {
+      const alias = await getAlias(...args);
+      aliasRead();
+      await gate;
+      return alias;
+    };
+    const poll = host.refresh();
+    await read;
+    await promote(2, 1);
+    const asked = host.refresh();
+    openGate();
+    await poll;
+    await asked;
+    expect(host.get(MODEL)?.version).toBe(2);
   });
 });
