@@ -193,11 +193,13 @@ export async function waitUntil(what: string, check: () => Promise<boolean>, tim
   const deadline = Date.now() + timeoutMs;
   const tail = (): string => (logFile ? ` (see ${logFile}); its last lines:\n${logTail(logFile)}` : '');
   while (Date.now() < deadline) {
-    if (await check()) return;
+    const healthy = await check();
+    // Exit is checked first: a server that died on a taken port must not pass for whatever answers on it.
     if (server && hasExited(server)) {
       const how = server.child ? (server.child.signalCode ?? `code ${server.child.exitCode}`) : 'gone';
       throw new ServerExitedError(`${what} exited (${how}) before it became healthy${tail()}`);
     }
+    if (healthy) return;
     await sleep(200);
   }
   throw new Error(`${what} did not become healthy within ${timeoutMs / 1000}s${tail()}`);
@@ -212,9 +214,10 @@ export class ServerExitedError extends Error {
  * A free port that no outgoing connection can be given: below the ephemeral range (Linux:
  * /proc/sys/net/ipv4/ip_local_port_range), so a server restarted on it finds it still free.
  * A port from `freePort()` is in that range, and once its server stops, any client socket of a
- * busy test run may take it. Falls back to `freePort()` where the range is unknown.
+ * busy test run may take it. Falls back to `freePort()` where the range is unknown. `taken`:
+ * ports already chosen and not yet bound (a probe closes its socket, so it cannot see them).
  */
-export async function stablePort(): Promise<number> {
+export async function stablePort(taken: readonly number[] = []): Promise<number> {
   let low: number;
   try {
     low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
@@ -225,7 +228,7 @@ export async function stablePort(): Promise<number> {
   if (!Number.isInteger(low) || low - from < 1000) return freePort();
   for (let attempt = 0; attempt < 50; attempt++) {
     const port = from + Math.floor(Math.random() * (low - from));
-    if (await portFree(port)) return port;
+    if (!taken.includes(port) && (await portFree(port))) return port;
   }
   return freePort();
 }

@@ -163,7 +163,7 @@ export class RequestBatcher {
     if (this.waiting.length > 0) this.seal();
   }
 
-  /** Resolves once every request taken so far has its answer (at once if none is pending). */
+  /** Resolves once no request is pending, including ones taken after the call (at once if none is): for closing, when no more come. */
   settled(): Promise<void> {
     if (this.unanswered === 0) return Promise.resolve();
     return new Promise((resolve) => this.onSettled.push(resolve));

@@ -127,6 +127,8 @@ export class ModelHost {
    * traffic), so callers arriving during one share a single refresh that runs after it.
    */
   refresh(): Promise<void> {
+    // Checked first: between the running refresh's end and the queued one's start, only `queued` is set.
+    if (this.queued) return this.queued;
     if (!this.refreshing) return this.startRefresh();
     this.queued ??= this.refreshing
       .catch(() => undefined)

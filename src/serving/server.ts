@@ -164,6 +164,8 @@ export interface ServingOptions {
    */
   shadowBatchRows?: number;
   shadowBatchDelayMs?: number;
+  /** How long closing waits for shadow copies still being scored before the log's last flush (default 10 000 ms). */
+  shadowCloseWaitMs?: number;
 }
 
 /** A copy of a request for a shadow candidate, from its queueing to its log rows. */
@@ -331,6 +333,8 @@ export function buildServing(opts: ServingOptions): Serving {
   const shadowBatchRows = checkBatchRows(opts.shadowBatchRows ?? SHADOW_DEFAULTS.batchRows, 'shadowBatchRows');
   const maxShadowInFlight = opts.maxShadowInFlight ?? SHADOW_DEFAULTS.maxInFlight;
   if (!Number.isSafeInteger(maxShadowInFlight) || maxShadowInFlight < 1) throw new RangeError(`maxShadowInFlight must be a positive integer, got ${maxShadowInFlight}`);
+  const shadowCloseWaitMs = opts.shadowCloseWaitMs ?? SHADOW_CLOSE_WAIT_MS;
+  if (!Number.isFinite(shadowCloseWaitMs) || shadowCloseWaitMs < 0) throw new RangeError(`shadowCloseWaitMs must be 0 or more, got ${shadowCloseWaitMs}`);
   const shadowBatchDelayMs = opts.shadowBatchDelayMs ?? SHADOW_DEFAULTS.batchDelayMs;
   if (!Number.isFinite(shadowBatchDelayMs) || shadowBatchDelayMs < 0 || shadowBatchDelayMs > 60_000) throw new RangeError(`shadowBatchDelayMs must be from 0 to 60000, got ${shadowBatchDelayMs}`);
   const tokens = new ServingTokens(opts.tokens);
@@ -346,17 +350,21 @@ export function buildServing(opts: ServingOptions): Serving {
   /** Shadow batchers with copies not yet scored (see `settleShadow`). */
   const shadowBusy = new Set<RequestBatcher>();
   const metrics = new ServingMetrics(() => predictionLog?.pending ?? 0);
+  /** Set once closing has settled the shadow copies: a copy scored later is counted as skipped, not logged. */
+  let shadowClosed = false;
+  const writer = opts.store ? opts.predictionLogWriter : undefined;
   if (opts.store) {
-    const writer = opts.predictionLogWriter;
     predictionLog = new PredictionLog(writer ?? opts.store, opts.logger.child({ component: 'prediction-log' }), opts.predictionLog, (n) => metrics.logDropped.inc(n));
-    const log = predictionLog;
-    // Runs after in-flight requests have finished, so their rows (and their shadow copies') are in the last batch.
-    app.addHook('onClose', async () => {
-      await settleShadow();
-      await log.close();
-      await writer?.close();
-    });
   }
+  // Runs after in-flight requests have finished, so their rows (and their shadow copies') are
+  // in the last batch. Without a log, settling still runs waiting copies now, so the
+  // candidate's session is not held until a batch timer fires.
+  app.addHook('onClose', async () => {
+    await settleShadow();
+    shadowClosed = true;
+    await predictionLog?.close();
+    await writer?.close();
+  });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => (opts.host.ready ? { status: 'ready', models: opts.host.list() } : reply.code(503).send({ status: 'loading' })));
@@ -461,7 +469,7 @@ export function buildServing(opts: ServingOptions): Serving {
    */
   function shadowScore(requestId: string, split: TrafficSplit, rows: Row[]): void {
     const served = split.candidate;
-    if (shadowInFlight >= maxShadowInFlight) {
+    if (shadowInFlight >= maxShadowInFlight || shadowClosed) {
       metrics.shadowSkipped.inc({ model: served.model });
       return;
     }
@@ -488,6 +496,11 @@ export function buildServing(opts: ServingOptions): Serving {
       copy.release?.();
       if (copy.batcher.pending === 0) shadowBusy.delete(copy.batcher);
     }
+    if (shadowClosed) {
+      // Scored after closing gave up on it: the log has had its last flush.
+      metrics.shadowSkipped.inc({ model: copy.served.model });
+      return;
+    }
     try {
       recordShadow(copy, outcome);
     } catch (err) {
@@ -498,7 +511,7 @@ export function buildServing(opts: ServingOptions): Serving {
 
   /**
    * Closing: scores the shadow copies still waiting for their batch now, and waits (up to
-   * `SHADOW_CLOSE_WAIT_MS`) until every copy is logged, so the prediction log's last flush has them.
+   * `shadowCloseWaitMs`) until every copy is logged, so the prediction log's last flush has them.
    */
   async function settleShadow(): Promise<void> {
     if (shadowBusy.size === 0) return;
@@ -507,10 +520,10 @@ export function buildServing(opts: ServingOptions): Serving {
     let timer: NodeJS.Timeout | undefined;
     const gaveUp = await Promise.race([
       Promise.all(busy.map((b) => b.settled())).then(() => false),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), SHADOW_CLOSE_WAIT_MS))),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), shadowCloseWaitMs))),
     ]);
     clearTimeout(timer);
-    if (gaveUp) opts.logger.warn({ copies: shadowInFlight, waitedMs: SHADOW_CLOSE_WAIT_MS }, 'closing with shadow copies not yet scored; they are not logged');
+    if (gaveUp) opts.logger.warn({ copies: shadowInFlight, waitedMs: shadowCloseWaitMs }, 'closing with shadow copies not yet scored; they are not logged (counted as skipped when they finish)');
   }
 
   /** A shadow copy's outcome: counted and logged, or skipped when the candidate's thread died. */

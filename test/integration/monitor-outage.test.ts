@@ -35,7 +35,7 @@ describe('a monitor run while MinIO is down', () => {
     // A MinIO of this test's own: the shared one serves other test files in parallel and must stay up.
     // Restarted on the same ports: ones that no client socket can have taken meanwhile.
     const port = await stablePort();
-    const consolePort = await stablePort();
+    const consolePort = await stablePort([port]);
     const config = testConfig('monitor-outage', { CONVEYOR_S3_ENDPOINT: `http://127.0.0.1:${port}` });
     cleanups.push(() => rmSync(config.home, { recursive: true, force: true }));
     const dataDir = join(config.home, 'minio-data');

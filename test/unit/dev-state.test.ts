@@ -86,7 +86,29 @@ describe('waitUntil', () => {
   });
 });
 
+describe('waitUntil, exited server', () => {
+  it('a server that exited is not taken for healthy because something else answers its health check', async () => {
+    const child = spawn(process.execPath, ['-e', 'process.exit(1)'], { stdio: 'ignore' });
+    children.push(child);
+    await new Promise((resolve) => child.once('exit', resolve));
+    const server: ServerProcess = { name: 'minio', pid: child.pid!, bin: process.execPath, child, stop: async () => {} };
+    const err = await waitUntil('MinIO', () => Promise.resolve(true), 60_000, undefined, server).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ServerExitedError);
+    expect((err as Error).message).toBe('MinIO exited (code 1) before it became healthy');
+  });
+});
+
 describe('stablePort', () => {
+  it('never gives a port it was told is taken', async () => {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    const below = Array.from({ length: low - 10_000 }, (_, i) => 10_000 + i);
+    // Every port below the range taken: only the fallback (an ephemeral port) is left.
+    expect(await stablePort(below)).toBeGreaterThanOrEqual(low);
+    const one = below.pop()!;
+    const port = await stablePort(below);
+    expect(port === one || port >= low).toBe(true);
+  });
+
   it('gives a free port below the ephemeral range, so no client socket can take it while its server restarts', async () => {
     const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
     const port = await stablePort();

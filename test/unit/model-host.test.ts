@@ -201,6 +201,33 @@ describe('ModelHost', () => {
     expect(logs.filter((l) => l.msg === 'serving new version')).toHaveLength(1);
   });
 
+  it('a refresh asked for just as the running one ends joins the queued one: never two at once', async () => {
+    await registerModel('1', MODEL_BYTES, MODEL_SHA);
+    await promote(1, null);
+    const listModels = registry.listModels.bind(registry);
+    let running = 0;
+    let most = 0;
+    let started = 0;
+    registry.listModels = async () => {
+      started++;
+      most = Math.max(most, ++running);
+      try {
+        return await listModels();
+      } finally {
+        running--;
+      }
+    };
+    const a = host.refresh();
+    const queued = host.refresh();
+    await a;
+    // The running refresh has ended; the queued one has not started yet.
+    const late = host.refresh();
+    expect(late).toBe(queued);
+    await Promise.all([queued, late]);
+    expect(started).toBe(2);
+    expect(most).toBe(1);
+  });
+
   it('a refresh asked for while one is running sees changes made after the running one read the registry', async () => {
     await registerModel('1', MODEL_BYTES, MODEL_SHA);
     await registerModel('2', MODEL_BYTES, MODEL_SHA);

@@ -423,6 +423,44 @@ describe('traffic routing', () => {
     expect(s.predictionLog!.pending).toBe(0);
   });
 
+  it('closing gives up on copies still being scored after shadowCloseWaitMs: they finish later, counted as skipped, never logged', async () => {
+    const v2 = await registerCandidate('c2', SLOW_BYTES);
+    await setSplit('shadow', v2, 100, 'ro-late', 'shadow');
+    await host.refresh();
+    const warnings: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
+    // Each run of the slow candidate takes ~30 ms; closing waits 1 ms for it.
+    const s = start({ logger, shadowBatchDelayMs: 0, shadowCloseWaitMs: 1 });
+    const res = await predict(s, { instance: ROW });
+    expect(res.statusCode).toBe(200);
+    apps.splice(apps.indexOf(s), 1);
+    await s.app.close();
+    expect(warnings).toContain('closing with shadow copies not yet scored; they are not logged (counted as skipped when they finish)');
+    const candidate = host.route(MODEL)!.split!.candidate;
+    for (let i = 0; i < 500 && candidate.inFlight > 0; i++) await sleep(10);
+    expect(candidate.inFlight).toBe(0);
+    const skipped = await s.metrics.registry.getSingleMetricAsString('conveyor_shadow_skipped_total');
+    expect(skipped).toContain('conveyor_shadow_skipped_total{model="credit-risk"} 1');
+    expect(s.predictionLog!.pending).toBe(0);
+    const rows = await loggedRows(s);
+    expect(rows.filter((r) => r.arm === 'production')).toHaveLength(1);
+    expect(rows.filter((r) => r.arm === 'shadow')).toEqual([]);
+  });
+
+  it('without a prediction log, closing still runs waiting shadow copies at once, so the candidate session is not held', async () => {
+    const v2 = await registerCandidate('c2', SLOW_BYTES);
+    await setSplit('shadow', v2, 100, 'ro-nolog', 'shadow');
+    await host.refresh();
+    const s = start({ store: undefined, shadowBatchDelayMs: 60_000 });
+    expect(s.predictionLog).toBeUndefined();
+    expect((await predict(s, { instance: ROW })).statusCode).toBe(200);
+    const candidate = host.route(MODEL)!.split!.candidate;
+    expect(candidate.inFlight).toBe(1);
+    apps.splice(apps.indexOf(s), 1);
+    await s.app.close();
+    expect(candidate.inFlight).toBe(0);
+  });
+
   it('shadow copies past maxShadowInFlight are skipped and counted, never failing a request', async () => {
     const v2 = await registerCandidate('c2', SLOW_BYTES);
     await setSplit('shadow', v2, 100, 'ro-shadow', 'shadow');
