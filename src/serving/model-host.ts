@@ -139,6 +139,14 @@ export class ModelHost {
     return this.queued;
   }
 
+  /**
+   * The periodic poll: joins a refresh already running instead of queueing another, so a
+   * refresh slower than the poll interval (a slow store) is not followed by another at once.
+   */
+  poll(): Promise<void> {
+    return this.queued ?? this.refreshing ?? this.startRefresh();
+  }
+
   private startRefresh(): Promise<void> {
     const run: Promise<void> = this.doRefresh().finally(() => {
       if (this.refreshing === run) this.refreshing = undefined;

@@ -70,7 +70,7 @@ export async function startServing(
   const host = new ModelHost(new Registry(store), store, logger);
   await host.refresh();
   const timer = setInterval(() => {
-    host.refresh().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'registry poll failed; will retry'));
+    host.poll().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'registry poll failed; will retry'));
   }, config.serving.pollIntervalMs);
   timer.unref();
   // The prediction log's batches are hashed and uploaded on a thread of their own, started

@@ -201,6 +201,27 @@ describe('ModelHost', () => {
     expect(logs.filter((l) => l.msg === 'serving new version')).toHaveLength(1);
   });
 
+  it('a poll joins the refresh already running (or queued) instead of queueing another', async () => {
+    await registerModel('1', MODEL_BYTES, MODEL_SHA);
+    await promote(1, null);
+    const listModels = registry.listModels.bind(registry);
+    let started = 0;
+    registry.listModels = async () => {
+      started++;
+      return listModels();
+    };
+    const a = host.refresh();
+    expect(host.poll()).toBe(a);
+    await a;
+    const b = host.refresh();
+    const queued = host.refresh();
+    expect(host.poll()).toBe(queued);
+    await Promise.all([b, queued]);
+    expect(started).toBe(3);
+    await host.poll();
+    expect(started).toBe(4);
+  });
+
   it('a refresh asked for just as the running one ends joins the queued one: never two at once', async () => {
     await registerModel('1', MODEL_BYTES, MODEL_SHA);
     await promote(1, null);
