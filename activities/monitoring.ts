@@ -3,7 +3,7 @@ import type { CodeVersion, RunTrigger } from '../src/shared/registry-types.js';
 import type { MonitoringSpec, PipelineSpec } from '../src/spec/schema.js';
 import { runMonitorWindow } from '../src/monitoring/monitor.js';
 import type { MonitorResult } from '../src/monitoring/results.js';
-import { monitorScheduleId, retrainScheduleId, upsertSchedule } from '../src/temporal/schedules.js';
+import { monitorScheduleId, removeSchedule, retrainScheduleId, upsertSchedule } from '../src/temporal/schedules.js';
 import type { ActivityDeps } from './deps.js';
 import { activityLogger, withHeartbeat, withScratchDir } from './context.js';
 import { classified } from './errors.js';
@@ -71,8 +71,14 @@ export function monitoringActivities(deps: ActivityDeps) {
       log.info({ model: request.model, trigger: request.trigger }, 'retraining requested');
     },
 
-    /** Creates or updates the model's monitor schedule (and its timetable retraining), after a deployment. */
+    /**
+     * After a deployment, the model's schedules follow the deployed spec: its monitor schedule
+     * (and timetable retraining) are created or updated, or removed when the spec has none, so
+     * a monitor set by an earlier version does not go on judging (and retraining) by a spec
+     * that is no longer deployed. Returns the ids of the schedules the model now has.
+     */
     async ensureSchedules(input: { model: string; target: RetrainTarget }): Promise<string[]> {
+      const log = activityLogger(deps.logger);
       const client = Context.current().client;
       const taskQueue = Context.current().info.taskQueue;
       const { spec } = input.target;
@@ -89,6 +95,8 @@ export function monitoringActivities(deps: ActivityDeps) {
           note: `monitors ${input.model} every ${spec.monitoring.interval} (from its pipeline spec)`,
         });
         ids.push(monitorScheduleId(input.model));
+      } else if (await removeSchedule(client, monitorScheduleId(input.model))) {
+        log.info({ model: input.model, scheduleId: monitorScheduleId(input.model) }, 'monitor schedule removed: the deployed spec has no monitoring');
       }
       if (spec.schedule) {
         await upsertSchedule(client, {
@@ -101,6 +109,8 @@ export function monitoringActivities(deps: ActivityDeps) {
           note: `retrains ${input.model} ${spec.schedule.cron ? `on ${spec.schedule.cron.join(', ')}` : `every ${spec.schedule.every}`} (from its pipeline spec)`,
         });
         ids.push(retrainScheduleId(input.model));
+      } else if (await removeSchedule(client, retrainScheduleId(input.model))) {
+        log.info({ model: input.model, scheduleId: retrainScheduleId(input.model) }, 'retraining schedule removed: the deployed spec has no schedule');
       }
       return ids;
     },

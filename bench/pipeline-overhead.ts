@@ -31,10 +31,11 @@ import type { bareWorkflow, modelPipeline } from './workflows.js';
  * Activity calls `modelPipeline` makes on the auto-approval path with gates
  * passing, no promotion race and no webhooks (the example spec has none): ingestDataset, validateDataset, splitDataset,
  * trainModel, getAlias, evaluateModel, registerVersion, recordDecision,
- * validateDeployment (pre-deployment validation, since v4 of the workflow) and
- * promoteVersion. Checked against a real run's history before measuring.
+ * validateDeployment (pre-deployment validation, since v4 of the workflow),
+ * promoteVersion and ensureSchedules (schedules follow every deployment, since the
+ * schedules-follow-every-deployment patch). Checked against a real run's history before measuring.
  */
-const PIPELINE_AUTO_ACTIVITIES = 10;
+const PIPELINE_AUTO_ACTIVITIES = 11;
 const PIPELINE_QUEUE = 'bench-pipeline';
 const TRAINING_QUEUE = 'bench-training';
 /** Bounds every single run; a stuck run fails the benchmark instead of hanging it. */

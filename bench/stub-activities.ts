@@ -73,10 +73,13 @@ export function stubActivities(): PipelineActivities {
     analyzeRollout: unused,
     restoreAlias: unused,
     recordRollout: unused,
-    // The example spec has no monitoring or schedule: never called.
+    // The example spec has no monitoring or schedule: no monitor runs, and the schedules that
+    // follow each deployment are none (nothing to create; the real activity removes stale ones).
     runMonitor: unused,
     requestRetraining: unused,
-    ensureSchedules: unused,
+    async ensureSchedules() {
+      return [];
+    },
     // Only called for specs with webhooks; the example has none.
     async sendNotification() {
       return { status: 200 };

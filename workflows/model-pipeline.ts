@@ -57,7 +57,13 @@ export interface PipelineResult {
 }
 
 /** Workflow changes guarded for replay of older histories; never remove an entry while such runs may exist. */
-const PATCHES = { noStageSearchAttribute: 'no-stage-search-attribute', preDeploymentValidation: 'pre-deployment-validation', monitorSchedules: 'monitor-schedules' } as const;
+const PATCHES = {
+  noStageSearchAttribute: 'no-stage-search-attribute',
+  preDeploymentValidation: 'pre-deployment-validation',
+  monitorSchedules: 'monitor-schedules',
+  /** Schedules follow every deployment, also one whose spec has no monitoring or schedule (it removes an earlier version's). */
+  schedulesFollowEveryDeployment: 'schedules-follow-every-deployment',
+} as const;
 
 /** How often a promotion re-checks gates after losing the alias race to another run. */
 const MAX_PROMOTION_ATTEMPTS = 20;
@@ -241,7 +247,8 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
     begin((current = 'deploy'));
     /** After a deployment: the model's monitor (and timetable) schedules follow this run's spec. */
     const scheduleFollowUps = async (): Promise<void> => {
-      if (!spec.monitoring && !spec.schedule) return;
+      // Before the patch, a spec with neither set no schedule and removed none.
+      if (!spec.monitoring && !spec.schedule && !patched(PATCHES.schedulesFollowEveryDeployment)) return;
       if (!patched(PATCHES.monitorSchedules)) return;
       try {
         status.schedules = await quick.ensureSchedules({ model: spec.name, target: { spec, code: input.code, trainingTaskQueue: input.trainingTaskQueue } });

@@ -327,6 +327,18 @@ export async function deleteSchedule(client: Client, id: string): Promise<void> 
   await withSchedule(id, (h) => h.delete(), client);
 }
 
+/** Deletes the schedule if it exists; true when it did (a retried call finds it gone and says false). */
+export async function removeSchedule(client: Client, id: string): Promise<boolean> {
+  parseScheduleId(id);
+  try {
+    await client.schedule.getHandle(id).delete();
+    return true;
+  } catch (err) {
+    if (err instanceof ScheduleNotFoundError) return false;
+    throw err;
+  }
+}
+
 /**
  * Runs the actions the spec would have taken in [from, to] (both ends included). BUFFER_ALL by default:
  * every backfilled action runs, one after another, never two at once (SKIP would drop all but the first

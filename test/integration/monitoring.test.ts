@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
-import { startPipeline, waitForRun } from '../../src/runs.js';
+import { runStatus, startPipeline, waitForRun } from '../../src/runs.js';
 import { RunOutcome } from '../../src/shared/errors.js';
 import { startServing, type RunningService } from '../../src/serving/service.js';
 import { listMonitorResults } from '../../src/monitoring/results.js';
@@ -191,5 +191,27 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
     expect(after.decisions[2]).toMatchObject({ decision: 'started', trigger: { kind: 'schedule', scheduleId: retrainScheduleId(MODEL) } });
     await env.client.workflow.getHandle(after.decisions[2]!.workflowId!).result();
     expect((await env.registry.getVersion(MODEL, 3)).run.trigger).toEqual({ kind: 'schedule', scheduleId: retrainScheduleId(MODEL) });
+  });
+
+  it('a later version deployed from a spec without monitoring or schedule removes the schedules an earlier one set', async () => {
+    const model = 'credit-unmonitored';
+    const monitored = { ...pipeline, spec: { ...pipeline.spec, name: model, notifications: { webhooks: [] } } };
+    const first = await waitForRun(await startPipeline(env.client, env.config, monitored, { submittedBy: 'alice' }));
+    expect(first.outcome).toBe(RunOutcome.Deployed);
+    // Described, not listed: the list comes from visibility, which lags creation by a second or so.
+    expect((await describeSchedule(env.client, monitorScheduleId(model))).action).toMatchObject({ workflowType: 'monitorModel' });
+    expect((await describeSchedule(env.client, retrainScheduleId(model))).action).toMatchObject({ workflowType: 'scheduledRetraining' });
+
+    const plain = await examplePipeline((s) => ({ ...s, name: model }));
+    expect(plain.spec.monitoring).toBeUndefined();
+    expect(plain.spec.schedule).toBeUndefined();
+    const handle = await startPipeline(env.client, env.config, plain, { submittedBy: 'alice' });
+    const second = await waitForRun(handle);
+    expect(second.outcome).toBe(RunOutcome.Deployed);
+    expect((await env.registry.getAlias(model, 'production'))?.version).toBe(2);
+    expect((await runStatus(handle)).schedules).toEqual([]);
+    await expect(describeSchedule(env.client, monitorScheduleId(model))).rejects.toThrow(`schedule "${monitorScheduleId(model)}" not found`);
+    await expect(describeSchedule(env.client, retrainScheduleId(model))).rejects.toThrow(`schedule "${retrainScheduleId(model)}" not found`);
+    expect(await listSchedules(env.client, { model })).toEqual([]);
   });
 });
