@@ -17,7 +17,8 @@ describe('workflow replay over saved histories', () => {
     const paths = ['auto-deployed', 'data-invalid', 'gate-failed', 'manual-approved', 'manual-rejected'];
     // v1: before approval policies and the stage-upsert patch; v2: with them; v3: webhooks as child workflows, deadline closes the ballot;
     // v4: pre-deployment validation, and deployment through a rollout child workflow (the rollout's own history too);
-    // v5: schedules set after deployment, a monitor run, the retraining controller and the retraining it started.
+    // v5: schedules set after deployment, a monitor run, the retraining controller and the retraining it started;
+    // v6: schedules follow every deployment (ensureSchedules also for a spec without monitoring, removing stale ones).
     expect(files).toEqual(
       expect.arrayContaining([
         ...paths.map((p) => `${p}.json`),
@@ -37,6 +38,12 @@ describe('workflow replay over saved histories', () => {
         'monitor-insufficient.v5.json',
         'retrain-deployed.v5.json',
         'retraining-controller.v5.json',
+        ...paths.map((p) => `${p}.v6.json`),
+        'quorum-escalated.v6.json',
+        'webhooks-approved.v6.json',
+        'expired-reminded.v6.json',
+        'canary-no-traffic.v6.json',
+        'rollout-canary-no-traffic.v6.json',
       ]),
     );
   });
