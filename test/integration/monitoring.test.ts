@@ -92,6 +92,17 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
     }
     throw new Error(`controller of ${model} made ${state?.decisions.length ?? 0} of ${n} decisions`);
   }
+  /**
+   * Polls until the controller has seen its retraining end (bounded by attempts): a run's result
+   * reaches the client before the controller's next workflow task clears `running`.
+   */
+  async function controllerIdle(model: string): Promise<void> {
+    for (let i = 0; i < 300; i++) {
+      if ((await controllerState(env.client, model)).running === null) return;
+      await sleep(100);
+    }
+    throw new Error(`controller of ${model} still has a retraining running`);
+  }
   const decayRequest = (model: string, reason: string): RetrainRequest => ({
     model,
     target: { ...monitorInput().target, spec: { ...pipeline.spec, name: model } },
@@ -150,6 +161,7 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
     expect(state.decisions.map((d) => d.decision)).toEqual(['started']);
     const retraining = env.client.workflow.getHandle(state.decisions[0]!.workflowId!);
     await retraining.result();
+    await controllerIdle(MODEL);
     const v2 = await env.registry.getVersion(MODEL, 2);
     expect(v2.run).toMatchObject({ submittedBy: RETRAINING_SUBMITTER, trigger: { kind: 'decay', monitorResultKey: latest!.resultKey } });
     expect(await env.registry.getAlias(MODEL, 'production')).toMatchObject({ version: 2 });
@@ -169,6 +181,7 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
     expect(state.decisions.filter((d) => d.decision === 'started')).toHaveLength(1);
     expect(state.decisions.filter((d) => d.decision === 'skipped' && /already running/.test(d.reason))).toHaveLength(49);
     await env.client.workflow.getHandle(state.decisions.find((d) => d.decision === 'started')!.workflowId!).result();
+    await controllerIdle(model);
     expect(await env.registry.listVersions(model)).toEqual([1]);
 
     // credit-risk retrained (after the drift report) less than an hour ago: its cooldown holds.
