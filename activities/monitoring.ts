@@ -3,7 +3,8 @@ import type { CodeVersion, RunTrigger } from '../src/shared/registry-types.js';
 import type { MonitoringSpec, PipelineSpec } from '../src/spec/schema.js';
 import { runMonitorWindow } from '../src/monitoring/monitor.js';
 import type { MonitorResult } from '../src/monitoring/results.js';
-import { monitorScheduleId, removeSchedule, retrainScheduleId, upsertSchedule } from '../src/temporal/schedules.js';
+import { monitorScheduleId, removeSchedule, retrainScheduleId, scheduleExists, upsertSchedule } from '../src/temporal/schedules.js';
+import { ALIASES } from '../src/shared/constants.js';
 import type { ActivityDeps } from './deps.js';
 import { activityLogger, withHeartbeat, withScratchDir } from './context.js';
 import { classified } from './errors.js';
@@ -23,6 +24,23 @@ export interface RetrainRequest {
   /** Cooldown and daily limit apply to decay reports; a timetable only waits for a running retraining. */
   limits: { cooldown: string; maxPerDay: number } | null;
   requestedAt: string;
+}
+
+/** Whether a retraining request went to the controller; `reason` says why not. */
+export interface RetrainRequestOutcome {
+  requested: boolean;
+  reason?: string;
+}
+
+/** Why a request's target is not what production was built from, or undefined when it is. */
+async function staleTarget(deps: ActivityDeps, request: RetrainRequest): Promise<string | undefined> {
+  const production = await deps.registry.getAlias(request.model, ALIASES.production);
+  if (!production) return `${request.model} has no ${ALIASES.production} version`;
+  const record = await deps.registry.getVersion(request.model, production.version);
+  const want = record.code.specHash;
+  const have = request.target.code.specHash;
+  if (want === have) return undefined;
+  return `${request.model}@${production.version} (${ALIASES.production}) was built from spec ${want.slice(0, 12)}, the request's target is spec ${have.slice(0, 12)}; deploy from the current spec to set its schedules again`;
 }
 
 export interface MonitorInput {
@@ -58,9 +76,17 @@ export function monitoringActivities(deps: ActivityDeps) {
      * Hands a retraining request to the model's retraining controller (started if needed):
      * one workflow per model decides, so a burst of reports starts at most one retraining.
      */
-    async requestRetraining(request: RetrainRequest): Promise<void> {
+    async requestRetraining(request: RetrainRequest): Promise<RetrainRequestOutcome> {
       const log = activityLogger(deps.logger);
       const client = Context.current().client;
+      // The target comes from the schedule's arguments, set when a version was deployed. Once
+      // production was built from another spec (a rollback, a failed schedule update), the
+      // target is stale: retraining it would replace production with the old spec's model.
+      const stale = await staleTarget(deps, request);
+      if (stale) {
+        log.warn({ model: request.model, trigger: request.trigger, reason: stale }, 'retraining not requested: its target is not the production spec');
+        return { requested: false, reason: stale };
+      }
       await client.workflow.signalWithStart(RETRAINING_CONTROLLER, {
         workflowId: retrainingControllerId(request.model),
         taskQueue: Context.current().info.taskQueue,
@@ -69,6 +95,7 @@ export function monitoringActivities(deps: ActivityDeps) {
         signalArgs: [request],
       });
       log.info({ model: request.model, trigger: request.trigger }, 'retraining requested');
+      return { requested: true };
     },
 
     /**
@@ -77,11 +104,24 @@ export function monitoringActivities(deps: ActivityDeps) {
      * a monitor set by an earlier version does not go on judging (and retraining) by a spec
      * that is no longer deployed. Returns the ids of the schedules the model now has.
      */
-    async ensureSchedules(input: { model: string; target: RetrainTarget }): Promise<string[]> {
+    async ensureSchedules(input: { model: string; target: RetrainTarget; version?: number }): Promise<string[]> {
       const log = activityLogger(deps.logger);
       const client = Context.current().client;
       const taskQueue = Context.current().info.taskQueue;
       const { spec } = input.target;
+      // Monitors judge production: a deployment to another alias leaves its schedules alone,
+      // and so does a late call (a retry) once production has moved to another version.
+      const leaveAlone = async (reason: string): Promise<string[]> => {
+        log.info({ model: input.model, version: input.version ?? null, reason }, 'schedules left as they are');
+        const ids: string[] = [];
+        for (const id of [monitorScheduleId(input.model), retrainScheduleId(input.model)]) if (await scheduleExists(client, id)) ids.push(id);
+        return ids;
+      };
+      if (spec.deployment.alias !== ALIASES.production) return leaveAlone(`deployed to "${spec.deployment.alias}"; schedules follow ${ALIASES.production}`);
+      if (input.version !== undefined) {
+        const production = await deps.registry.getAlias(input.model, ALIASES.production);
+        if (production?.version !== input.version) return leaveAlone(`${ALIASES.production} is now ${production ? `version ${production.version}` : 'unset'}, not version ${input.version}`);
+      }
       const ids: string[] = [];
       if (spec.monitoring) {
         const args: [MonitorInput] = [{ model: input.model, monitoring: spec.monitoring, target: input.target }];

@@ -37,7 +37,7 @@ export interface PipelineStatus {
   awaitingApproval?: AwaitingApproval;
   /** Set while a canary, shadow or A/B rollout deploys this run's version. */
   rollout?: { workflowId: string; rolloutId: string };
-  /** Schedules created or updated after deployment (monitor-<model>, retrain-<model>). */
+  /** The model's schedules after deployment (monitor-<model>, retrain-<model>); unset when they could not be set. */
   schedules?: string[];
   error?: string;
 }

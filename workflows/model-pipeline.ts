@@ -251,11 +251,11 @@ export async function modelPipeline(input: PipelineInput): Promise<PipelineResul
       if (!spec.monitoring && !spec.schedule && !patched(PATCHES.schedulesFollowEveryDeployment)) return;
       if (!patched(PATCHES.monitorSchedules)) return;
       try {
-        status.schedules = await quick.ensureSchedules({ model: spec.name, target: { spec, code: input.code, trainingTaskQueue: input.trainingTaskQueue } });
+        status.schedules = await quick.ensureSchedules({ model: spec.name, target: { spec, code: input.code, trainingTaskQueue: input.trainingTaskQueue }, version: record.version });
       } catch (err) {
         // The version is deployed either way; a schedule that could not be set is reported, not a failed run.
         log.error('could not set the monitor/retraining schedules', { error: String(err) });
-        status.schedules = [];
+        status.schedules = undefined;
       }
     };
     /** The one way a run ends deployed, whichever strategy got it there. */

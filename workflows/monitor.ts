@@ -1,6 +1,6 @@
 import { log, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { PipelineActivities } from '../activities/index.js';
-import type { MonitorInput, RetrainTarget } from '../activities/monitoring.js';
+import type { MonitorInput, RetrainRequestOutcome, RetrainTarget } from '../activities/monitoring.js';
 import { durationMs } from '../src/shared/duration.js';
 import { NON_RETRYABLE_ERROR_TYPES } from '../src/shared/errors.js';
 import type { MonitorResult } from '../src/monitoring/results.js';
@@ -47,16 +47,20 @@ export async function monitorModel(input: MonitorInput): Promise<MonitorSummary>
   }
   const { retrain } = input.monitoring;
   const decay = result.verdict === 'decay' && result.decayKinds.some((k) => retrain.on.includes(k));
+  let requested = false;
   if (decay && retrain.enabled) {
-    await quick.requestRetraining({
+    // Histories from before the activity said whether it sent the request have no outcome: it did.
+    const outcome = await quick.requestRetraining({
       model: input.model,
       target: input.target,
       trigger: { kind: 'decay', monitorResultKey: result.resultKey, reason: breaches.slice(0, 5).join('; ') },
       limits: { cooldown: retrain.cooldown, maxPerDay: retrain.maxPerDay },
       requestedAt: new Date().toISOString(),
     });
+    requested = (outcome as RetrainRequestOutcome | undefined)?.requested ?? true;
+    if (!requested) log.warn('retraining not requested', { model: input.model, reason: outcome.reason });
   }
-  return { verdict: result.verdict, version: result.version, windowStart, windowEnd, breaches, resultKey: result.resultKey, retrainingRequested: decay && retrain.enabled };
+  return { verdict: result.verdict, version: result.version, windowStart, windowEnd, breaches, resultKey: result.resultKey, retrainingRequested: requested };
 }
 
 /** Started by the model's timetable schedule: asks the model's retraining controller for a run. */

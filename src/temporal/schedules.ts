@@ -327,6 +327,18 @@ export async function deleteSchedule(client: Client, id: string): Promise<void> 
   await withSchedule(id, (h) => h.delete(), client);
 }
 
+/** Whether the schedule exists (described, not listed: the list lags creates and deletes). */
+export async function scheduleExists(client: Client, id: string): Promise<boolean> {
+  parseScheduleId(id);
+  try {
+    await client.schedule.getHandle(id).describe();
+    return true;
+  } catch (err) {
+    if (err instanceof ScheduleNotFoundError) return false;
+    throw err;
+  }
+}
+
 /** Deletes the schedule if it exists; true when it did (a retried call finds it gone and says false). */
 export async function removeSchedule(client: Client, id: string): Promise<boolean> {
   parseScheduleId(id);

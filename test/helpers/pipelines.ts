@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
 import { expect } from 'vitest';
-import { loadPipelineFile, type LoadedPipeline } from '../../src/spec/load.js';
+import { loadPipelineFile, specHash, type LoadedPipeline } from '../../src/spec/load.js';
 import type { PipelineSpec, PipelineSpecInput } from '../../src/spec/schema.js';
 import { parsePipelineSpec } from '../../src/spec/define.js';
 import { runStatus } from '../../src/runs.js';
@@ -9,10 +9,14 @@ import type { PipelineStatus } from '../../workflows/messages.js';
 
 export const EXAMPLE = 'examples/credit-risk/pipeline.ts';
 
-/** The example pipeline, patched and validated again (so defaults are filled in as for a user's file). */
+/**
+ * The example pipeline, patched and validated again (so defaults are filled in as for a user's
+ * file), with the spec hash of the patched spec, as loading a file with that spec would give.
+ */
 export async function examplePipeline(patch: (spec: PipelineSpec) => PipelineSpecInput = (s) => s): Promise<LoadedPipeline> {
   const loaded = await loadPipelineFile(EXAMPLE);
-  return { ...loaded, spec: parsePipelineSpec(patch(loaded.spec)) };
+  const spec = parsePipelineSpec(patch(loaded.spec));
+  return { ...loaded, spec, code: { ...loaded.code, specHash: specHash(spec) } };
 }
 
 /** Polls the status query until `predicate` holds (bounded). */

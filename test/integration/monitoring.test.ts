@@ -1,4 +1,8 @@
 import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { DefaultLogger } from '@temporalio/worker';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { monitoringActivities } from '../../activities/monitoring.js';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -214,14 +218,40 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
     // Described, not listed: the list comes from visibility, which lags creation by a second or so.
     expect((await describeSchedule(env.client, monitorScheduleId(model))).action).toMatchObject({ workflowType: 'monitorModel' });
     expect((await describeSchedule(env.client, retrainScheduleId(model))).action).toMatchObject({ workflowType: 'scheduledRetraining' });
+    const both = [monitorScheduleId(model), retrainScheduleId(model)];
+
+    // A deployment to another alias leaves production's schedules alone (monitors judge production).
+    const staging = await examplePipeline((s) => ({ ...s, name: model, deployment: { ...s.deployment, alias: 'staging' } }));
+    const stagingRun = await startPipeline(env.client, env.config, staging, { submittedBy: 'alice' });
+    expect((await waitForRun(stagingRun)).outcome).toBe(RunOutcome.Deployed);
+    expect(await env.registry.getAlias(model, 'staging')).toMatchObject({ version: 2 });
+    expect((await runStatus(stagingRun)).schedules).toEqual(both);
+    expect((await describeSchedule(env.client, monitorScheduleId(model))).action).toMatchObject({ workflowType: 'monitorModel' });
 
     const plain = await examplePipeline((s) => ({ ...s, name: model }));
+    const acts = monitoringActivities({ store: env.store, registry: env.registry, logger: testLogger, workDir: tmpdir(), python: 'python3', openBucket: () => env.store });
+    const activity = (type: string) => new MockActivityEnvironment({ activityType: type }, { client: env.client, logger: new DefaultLogger('ERROR') });
+    const plainTarget = { spec: plain.spec, code: plain.code, trainingTaskQueue: env.config.taskQueues.training };
+    // A late call (a retry) for a version that is not production (v1 is) changes nothing.
+    expect(await activity('ensureSchedules').run(acts.ensureSchedules, { model, target: plainTarget, version: 2 })).toEqual(both);
+    expect((await describeSchedule(env.client, retrainScheduleId(model))).action).toMatchObject({ workflowType: 'scheduledRetraining' });
+    // A retraining whose target is not the spec production was built from is refused, and no controller starts.
+    const production = await env.registry.getVersion(model, 1);
+    const request: RetrainRequest = { model, target: plainTarget, trigger: { kind: 'schedule', scheduleId: retrainScheduleId(model) }, limits: null, requestedAt: new Date().toISOString() };
+    const outcome = await activity('requestRetraining').run(acts.requestRetraining, request);
+    expect(plain.code.specHash).not.toBe(production.code.specHash);
+    expect(outcome).toEqual({
+      requested: false,
+      reason: `${model}@1 (production) was built from spec ${production.code.specHash.slice(0, 12)}, the request's target is spec ${plain.code.specHash.slice(0, 12)}; deploy from the current spec to set its schedules again`,
+    });
+    await expect(controllerState(env.client, model)).rejects.toThrow();
+
     expect(plain.spec.monitoring).toBeUndefined();
     expect(plain.spec.schedule).toBeUndefined();
     const handle = await startPipeline(env.client, env.config, plain, { submittedBy: 'alice' });
     const second = await waitForRun(handle);
     expect(second.outcome).toBe(RunOutcome.Deployed);
-    expect((await env.registry.getAlias(model, 'production'))?.version).toBe(2);
+    expect((await env.registry.getAlias(model, 'production'))?.version).toBe(3);
     expect((await runStatus(handle)).schedules).toEqual([]);
     await expect(describeSchedule(env.client, monitorScheduleId(model))).rejects.toThrow(`schedule "${monitorScheduleId(model)}" not found`);
     await expect(describeSchedule(env.client, retrainScheduleId(model))).rejects.toThrow(`schedule "${retrainScheduleId(model)}" not found`);
