@@ -69,6 +69,40 @@ export function chiSquare(reference: readonly number[], current: readonly number
   return { statistic, df, pValue: df === 0 ? 1 : chiSquarePValue(statistic, df) };
 }
 
+/**
+ * Merges adjacent bins until each group's expected count in the smaller sample is at least
+ * `minExpected` (the usual validity condition of the chi-square approximation; sparse bins
+ * make it call chance differences significant). A short last group joins the one before it.
+ */
+export function mergeSparseBins(a: readonly number[], b: readonly number[], minExpected = 5): { a: number[]; b: number[] } {
+  checkSameLength(a, b);
+  const na = a.reduce((x, y) => x + y, 0);
+  const nb = b.reduce((x, y) => x + y, 0);
+  const share = na + nb > 0 ? Math.min(na, nb) / (na + nb) : 0;
+  const out = { a: [] as number[], b: [] as number[] };
+  let ga = 0;
+  let gb = 0;
+  for (let i = 0; i < a.length; i++) {
+    ga += a[i]!;
+    gb += b[i]!;
+    if ((ga + gb) * share >= minExpected) {
+      out.a.push(ga);
+      out.b.push(gb);
+      ga = gb = 0;
+    }
+  }
+  if (ga + gb > 0) {
+    if (out.a.length === 0) {
+      out.a.push(ga);
+      out.b.push(gb);
+    } else {
+      out.a[out.a.length - 1]! += ga;
+      out.b[out.b.length - 1]! += gb;
+    }
+  }
+  return out;
+}
+
 /** P(X >= x) for X ~ chi-square with df degrees of freedom. */
 export function chiSquarePValue(x: number, df: number): number {
   if (!(df > 0)) throw new Error(`chi-square needs positive degrees of freedom, got ${df}`);

@@ -4,7 +4,7 @@ import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import type { z } from 'zod';
 import { rolloutBoundsSchema, type RolloutBounds } from '../spec/schema.js';
 import { sqlString } from '../data/load.js';
-import { jsDivergence } from '../monitoring/divergence.js';
+import { chiSquare, jsDivergence, mergeSparseBins } from '../monitoring/divergence.js';
 import { downloadPredictionWindow, openPredictionTable, PREDICTIONS_TABLE } from '../monitoring/prediction-window.js';
 import { ARMS, type Arm } from '../serving/prediction-log.js';
 import type { ArtifactStore } from '../store/artifact-store.js';
@@ -272,6 +272,8 @@ const ms = (x: number): string => `${x.toFixed(2)} ms`;
 export function compareArms(baseline: ArmStats, candidate: ArmStats, bounds: RolloutBounds): ArmComparison {
   const names = `${candidate.arm} vs ${baseline.arm}`;
   const breaches: Breach[] = [];
+  /** What was measured past a bound but not counted, for the summary. */
+  const notes: string[] = [];
   const errorBound = baseline.errorRate + bounds.maxErrorRateIncrease;
   const errorBreach: Breach | undefined =
     candidate.rows > 0 && candidate.errorRate > errorBound
@@ -317,13 +319,19 @@ export function compareArms(baseline: ArmStats, candidate: ArmStats, bounds: Rol
   if (sum(baseline.predictionHistogram) > 0 && sum(candidate.predictionHistogram) > 0) {
     const shift = jsDivergence(baseline.predictionHistogram, candidate.predictionHistogram);
     if (shift > bounds.maxPredictionShift) {
-      breaches.push({
-        measure: 'prediction_shift',
-        baseline: 0,
-        candidate: shift,
-        bound: bounds.maxPredictionShift,
-        message: `${candidate.arm} predictions diverge from ${baseline.arm}: JS divergence ${shift.toFixed(4)} > ${bounds.maxPredictionShift}`,
-      });
+      const pValue = shiftPValue(baseline.predictionHistogram, candidate.predictionHistogram);
+      const p = pValue < 1e-4 ? pValue.toExponential(1) : pValue.toFixed(4);
+      if (bounds.predictionShiftPValue >= 1 || pValue < bounds.predictionShiftPValue) {
+        breaches.push({
+          measure: 'prediction_shift',
+          baseline: 0,
+          candidate: shift,
+          bound: bounds.maxPredictionShift,
+          message: `${candidate.arm} predictions diverge from ${baseline.arm}: JS divergence ${shift.toFixed(4)} > ${bounds.maxPredictionShift} (chi-square p ${p}${bounds.predictionShiftPValue >= 1 ? ', not required' : ` < ${bounds.predictionShiftPValue}`})`,
+        });
+      } else {
+        notes.push(`prediction JS divergence ${shift.toFixed(4)} but chi-square p ${p} >= ${bounds.predictionShiftPValue}: within chance at ${candidate.requests} and ${baseline.requests} requests`);
+      }
     }
   }
 
@@ -333,8 +341,15 @@ export function compareArms(baseline: ArmStats, candidate: ArmStats, bounds: Rol
     breaches,
     summary:
       `${names}: healthy over ${candidate.requests} and ${baseline.requests} requests ` +
-      `(error rate ${pct(candidate.errorRate)} vs ${pct(baseline.errorRate)}, p95 ${candP95 === null ? 'n/a' : ms(candP95)} vs ${baseP95 === null ? 'n/a' : ms(baseP95)})`,
+      `(error rate ${pct(candidate.errorRate)} vs ${pct(baseline.errorRate)}, p95 ${candP95 === null ? 'n/a' : ms(candP95)} vs ${baseP95 === null ? 'n/a' : ms(baseP95)})` +
+      (notes.length ? `; ${notes.join('; ')}` : ''),
   };
+}
+
+/** The chi-square p-value of two prediction histograms, sparse bins merged; 1 when one bin is left. */
+function shiftPValue(baseline: readonly number[], candidate: readonly number[]): number {
+  const merged = mergeSparseBins(baseline, candidate);
+  return merged.a.length < 2 ? 1 : chiSquare(merged.a, merged.b).pValue;
 }
 
 export interface ShadowComparison {

@@ -1,6 +1,6 @@
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chiSquare, chiSquarePValue, jsDivergence, ksPValue, ksStatistic, psi } from '../../src/monitoring/divergence.js';
+import { chiSquare, chiSquarePValue, jsDivergence, ksPValue, ksStatistic, mergeSparseBins, psi } from '../../src/monitoring/divergence.js';
 import { driftThresholdsSchema, measureDrift, type DriftReport } from '../../src/monitoring/drift.js';
 import { OTHER_CATEGORY, buildReferenceProfile, tableRelation, type FeatureInput, type ReferenceProfile } from '../../src/monitoring/reference.js';
 
@@ -204,6 +204,20 @@ describe('divergence functions', () => {
     expect(chiSquarePValue(100, 4) / (51 * Math.exp(-50))).toBeCloseTo(1, 8);
     expect(chiSquarePValue(0.5, 4)).toBeCloseTo(Math.exp(-0.25) * 1.25, 10);
     expect(chiSquarePValue(0, 3)).toBe(1);
+  });
+
+  it('merges adjacent sparse bins until the smaller sample expects 5 in each, the short last group into the one before', () => {
+    // 30 and 30: each group needs 10 rows in all (share 0.5).
+    expect(mergeSparseBins([3, 3, 3, 3, 3, 3, 3, 3, 3, 3], [6, 0, 3, 3, 3, 3, 3, 3, 0, 6])).toEqual({ a: [6, 6, 6, 6, 6], b: [6, 6, 6, 6, 6] });
+    // 100 and 10: share 10/110, so a group needs 55 rows in all.
+    expect(mergeSparseBins([50, 30, 20], [5, 3, 2])).toEqual({ a: [50, 50], b: [5, 5] });
+    // A last group short of the bound (3 + 1 rows) joins the one before it.
+    expect(mergeSparseBins([10, 10, 3], [10, 10, 1])).toEqual({ a: [10, 13], b: [10, 11] });
+    // Dense bins are kept as they are.
+    expect(mergeSparseBins([40, 40, 40], [40, 40, 40])).toEqual({ a: [40, 40, 40], b: [40, 40, 40] });
+    // Nothing reaches the bound: one group.
+    expect(mergeSparseBins([1, 1], [1, 0])).toEqual({ a: [2], b: [1] });
+    expect(() => mergeSparseBins([1], [1, 2])).toThrow(/1 and 2 bins/);
   });
 
   it('chi-square homogeneity matches a hand computation', () => {

@@ -12,6 +12,7 @@ import {
   shadowComparison,
   type AnalyzeWindowOptions,
   type ArmStats,
+  type RolloutBounds,
 } from '../../src/rollout/analysis.js';
 import type { Arm, PredictionRecord } from '../../src/serving/prediction-log.js';
 import { keys } from '../../src/store/keys.js';
@@ -289,6 +290,46 @@ describe('compareArms', () => {
     expect(report.comparison.breaches[0]!.candidate).toBeCloseTo(1, 9);
   });
 
+  it('a prediction shift within chance at a few dozen requests is not a breach (chi-square), but is with predictionShiftPValue 1', async () => {
+    // Production: 3 requests in each tenth of P(1). Candidate: neighbouring tenths swapped
+    // in pairs at both ends, JS divergence 0.12 > 0.1, merged into fifths the two are equal.
+    const candidateBins = [0, 0, 0, 0, 0, 0, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 7, 7, 9, 9, 9, 9, 9, 9];
+    const arms: ArmSpec[] = [
+      { arm: 'production', requests: 30, output: (i) => binary((i % 10) / 10 + 0.05) },
+      { arm: 'canary', requests: 30, output: (i) => binary(candidateBins[i]! / 10 + 0.05) },
+    ];
+    const chance = await scenario(arms);
+    expect(chance.comparison.verdict).toBe('healthy');
+    expect(chance.comparison.summary).toMatch(/prediction JS divergence 0\.12\d+ but chi-square p 1\.0000 >= 0\.01: within chance at 30 and 30 requests/);
+
+    const divergenceAlone = await scenario(arms, { bounds: { predictionShiftPValue: 1 } });
+    expect(divergenceAlone.comparison.verdict).toBe('unhealthy');
+    expect(divergenceAlone.comparison.breaches).toMatchObject([{ measure: 'prediction_shift', bound: 0.1 }]);
+  });
+
+  it('one model against itself at 30 requests per arm: about 1 % false shift alarms (71 % on the divergence alone); a real shift still caught', () => {
+    // Seeded, so the figures are fixed: the README quotes them.
+    let seed = 12345;
+    const rand = (): number => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+    const skewed = (): number => Math.min(9, Math.floor(10 * rand() ** 3));
+    const flat = (): number => Math.min(9, Math.floor(10 * rand()));
+    const arm = (name: Arm, n: number, draw: () => number): ArmStats => {
+      const predictionHistogram = new Array<number>(10).fill(0);
+      for (let i = 0; i < n; i++) predictionHistogram[draw()]!++;
+      return { arm: name, versions: [1], requests: n, rows: n, errors: 0, errorRate: 0, latencyP50Ms: 1, latencyP95Ms: 1, histogramKind: 'probability', histogramBins: BINS, predictionHistogram };
+    };
+    const BINS = Array.from({ length: 10 }, (_, i) => `P(1) in [${i / 10}, ${(i + 1) / 10})`);
+    const rate = (trials: number, n: number, candidate: () => number, bounds: RolloutBounds): number => {
+      let alarms = 0;
+      for (let t = 0; t < trials; t++) if (compareArms(arm('production', n, skewed), arm('canary', n, candidate), bounds).verdict === 'unhealthy') alarms++;
+      return alarms / trials;
+    };
+    const defaults = rolloutBoundsSchema.parse({});
+    expect(rate(4000, 30, skewed, { ...defaults, predictionShiftPValue: 1 })).toBeGreaterThan(0.6);
+    expect(rate(4000, 30, skewed, defaults)).toBeLessThan(0.02);
+    expect(rate(2000, 60, flat, defaults)).toBeGreaterThan(0.85);
+  });
+
   it('is insufficient below minRequests, unless errors already breach', async () => {
     const few = await scenario([{ arm: 'production', requests: 60 }, { arm: 'canary', requests: 20, latency: () => 500 }]);
     expect(few.comparison.verdict).toBe('insufficient');
@@ -313,7 +354,9 @@ describe('compareArms', () => {
       maxLatencyP95Ratio: 1.5,
       minLatencyIncreaseMs: 5,
       maxPredictionShift: 0.1,
+      predictionShiftPValue: 0.01,
     });
+    expect(() => rolloutBoundsSchema.parse({ predictionShiftPValue: 0 })).toThrow();
     expect(() => rolloutBoundsSchema.parse({ minRequest: 10 })).toThrow();
     expect(() => rolloutBoundsSchema.parse({ maxLatencyP95Ratio: 0.5 })).toThrow();
   });

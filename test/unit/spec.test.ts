@@ -44,7 +44,7 @@ describe('parsePipelineSpec: defaults', () => {
     const spec = parsePipelineSpec(base());
     expect(spec.split).toEqual({ holdoutFraction: 0.2, seed: 42 });
     expect(spec.approval).toEqual({ mode: 'auto' });
-    expect(spec.deployment).toEqual({ alias: 'production', strategy: 'direct', validation: { sampleRows: 50, tolerance: 1e-5, maxLatencyMs: 250 }, analysisInterval: '1m', bounds: { minRequests: 30, maxErrorRateIncrease: 0.02, maxLatencyP95Ratio: 1.5, minLatencyIncreaseMs: 5, maxPredictionShift: 0.1 } });
+    expect(spec.deployment).toEqual({ alias: 'production', strategy: 'direct', validation: { sampleRows: 50, tolerance: 1e-5, maxLatencyMs: 250 }, analysisInterval: '1m', bounds: { minRequests: 30, maxErrorRateIncrease: 0.02, maxLatencyP95Ratio: 1.5, minLatencyIncreaseMs: 5, maxPredictionShift: 0.1, predictionShiftPValue: 0.01 } });
     expect(spec.evaluation).toEqual({ gates: [], slices: [] });
     expect(spec.expectations).toEqual([]);
     expect(spec.schema.allowExtraColumns).toBe(false);
@@ -69,7 +69,7 @@ describe('parsePipelineSpec: defaults', () => {
     });
     expect(spec.split).toEqual({ holdoutFraction: 0.2, seed: 3 });
     expect(spec.approval).toEqual({ mode: 'manual', reviewers: ['ana'], groups: [], quorum: 1, remindBefore: [], timeout: '72h' });
-    expect(spec.deployment).toEqual({ alias: 'staging', strategy: 'direct', validation: { sampleRows: 50, tolerance: 1e-5, maxLatencyMs: 250 }, analysisInterval: '1m', bounds: { minRequests: 30, maxErrorRateIncrease: 0.02, maxLatencyP95Ratio: 1.5, minLatencyIncreaseMs: 5, maxPredictionShift: 0.1 } });
+    expect(spec.deployment).toEqual({ alias: 'staging', strategy: 'direct', validation: { sampleRows: 50, tolerance: 1e-5, maxLatencyMs: 250 }, analysisInterval: '1m', bounds: { minRequests: 30, maxErrorRateIncrease: 0.02, maxLatencyP95Ratio: 1.5, minLatencyIncreaseMs: 5, maxPredictionShift: 0.1, predictionShiftPValue: 0.01 } });
     expect(spec.evaluation.beatProduction).toEqual({ metric: 'f1', minDelta: 0 });
   });
 
