@@ -118,7 +118,12 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
     env.client.workflow.signalWithStart(RETRAINING_CONTROLLER, { workflowId: retrainingControllerId(request.model), taskQueue: env.config.taskQueues.pipeline, args: [{ model: request.model }], signal: RETRAIN_SIGNAL, signalArgs: [request] });
 
   it('deploying with monitoring set the monitor schedule from the spec; it can be paused and resumed', async () => {
-    const schedules = await listSchedules(env.client, { model: MODEL });
+    // Listed from visibility, which lags creation by a second or so: polled (bounded by attempts).
+    let schedules = await listSchedules(env.client, { model: MODEL });
+    for (let i = 0; i < 100 && schedules.length < 2; i++) {
+      await sleep(100);
+      schedules = await listSchedules(env.client, { model: MODEL });
+    }
     expect(schedules.map((s) => [s.id, s.kind, s.spec, s.workflowType]).sort()).toEqual([
       [monitorScheduleId(MODEL), 'monitor', 'every 1h', 'monitorModel'],
       [retrainScheduleId(MODEL), 'retrain', 'every 1d', 'scheduledRetraining'],
@@ -127,6 +132,11 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
     expect((await describeSchedule(env.client, monitorScheduleId(MODEL))).state.paused).toBe(true);
     await unpauseSchedule(env.client, monitorScheduleId(MODEL), 'test resume');
     expect((await describeSchedule(env.client, monitorScheduleId(MODEL))).state.paused).toBe(false);
+    // Paused again for the tests below: they run monitors by hand and count the controller's
+    // decisions, which a firing at the top of the hour (every 1h is aligned to UTC) would add to.
+    // Triggering by hand still works while paused.
+    await pauseSchedule(env.client, monitorScheduleId(MODEL), 'paused for the rest of the test');
+    await pauseSchedule(env.client, retrainScheduleId(MODEL), 'paused for the rest of the test');
   });
 
   it('too few samples: no verdict and no retraining', async () => {
