@@ -108,7 +108,8 @@ describe('approval policies: quorum, groups, four-eyes, reminders, escalation, s
     const before = received.length;
     const pipeline = await examplePipeline((s) => ({
       ...s,
-      approval: { mode: 'manual', reviewers: ['bob'], timeout: '30s', remindBefore: ['27s'], escalation: { after: '4s', groups: ['risk-leads'] } },
+      // Escalation after 8 s: the refusal below must land before it, on a loaded machine too.
+      approval: { mode: 'manual', reviewers: ['bob'], timeout: '40s', remindBefore: ['37s'], escalation: { after: '8s', groups: ['risk-leads'] } },
       notifications: { webhooks: [{ url: hookUrl, events: ['approval_reminder', 'approval_escalated'] }] },
     }));
     const handle = await startPipeline(env.client, env.config, pipeline, { submittedBy: 'alice' });
@@ -145,7 +146,7 @@ describe('approval policies: quorum, groups, four-eyes, reminders, escalation, s
 
   it('expires with fewer approvals than the quorum; nothing deployed', async () => {
     const production = (await env.registry.getAlias('credit-risk', 'production'))?.version;
-    const pipeline = await examplePipeline((s) => ({ ...s, approval: { mode: 'manual', reviewers: ['bob', 'carol'], quorum: 2, timeout: '3s' } }));
+    const pipeline = await examplePipeline((s) => ({ ...s, approval: { mode: 'manual', reviewers: ['bob', 'carol'], quorum: 2, timeout: '8s' } }));
     const handle = await startPipeline(env.client, env.config, pipeline, { submittedBy: 'alice' });
     const a = (await waitForStatus(handle, (s) => s.awaitingApproval !== undefined)).awaitingApproval!;
     await decide(handle, 'approve', { model: 'credit-risk', version: a.version, sha256: a.sha256, reviewer: 'bob' });

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../src/dev/servers.js';
+import { stablePort } from '../../src/dev/servers.js';
 import { Registry } from '../../src/registry/registry.js';
 import type { PredictionRecord } from '../../src/serving/prediction-log.js';
 import { MinioArtifactStore } from '../../src/store/minio-store.js';
@@ -28,7 +28,8 @@ describe('conveyor serve as a process (real MinIO)', () => {
   });
 
   it('starts, stays up, answers, and on SIGTERM writes its prediction log and exits 0', async () => {
-    const port = await freePort();
+    // Below the ephemeral range: no client socket can take it while the CLI starts (seconds).
+    const port = await stablePort();
     child = spawn(process.execPath, ['bin/conveyor.mjs', 'serve', '--port', String(port)], {
       env: { ...process.env, ...configEnv(config), CONVEYOR_SERVE_TOKEN: TOKEN, CONVEYOR_PREDICTION_LOG_FLUSH_MS: '60000', LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -5,13 +5,20 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Client, Connection } from '@temporalio/client';
 import { loadConfig } from '../../src/config.js';
 import { devDown, devStatus, devUp } from '../../src/dev/dev-env.js';
-import { freePort, isAlive } from '../../src/dev/servers.js';
+import { isAlive, stablePort } from '../../src/dev/servers.js';
 import { MinioArtifactStore } from '../../src/store/minio-store.js';
 import { SEARCH_ATTRIBUTES } from '../../src/shared/constants.js';
 
 describe('conveyor dev up | status | down', async () => {
   const home = mkdtempSync(join(tmpdir(), 'conveyor-dev-'));
-  const ports = { temporal: await freePort(), temporalUi: await freePort(), minio: await freePort(), minioConsole: await freePort() };
+  // Below the ephemeral range (no client socket can take them before the servers bind them), and distinct.
+  const taken: number[] = [];
+  const pick = async (): Promise<number> => {
+    const port = await stablePort(taken);
+    taken.push(port);
+    return port;
+  };
+  const ports = { temporal: await pick(), temporalUi: await pick(), minio: await pick(), minioConsole: await pick() };
   const config = loadConfig({
     CONVEYOR_HOME: home,
     TEMPORAL_ADDRESS: `127.0.0.1:${ports.temporal}`,
