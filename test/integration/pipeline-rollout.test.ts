@@ -61,7 +61,8 @@ describe('a pipeline deploying through a canary (real Temporal, MinIO, Python tr
     const handle = await startPipeline(env.client, env.config, pipeline, { submittedBy: 'alice' });
     await waitForStatus(handle, (s) => s.rollout !== undefined, 120_000);
     const rollout = env.client.workflow.getHandle(rolloutWorkflowId('credit-risk'));
-    for (let i = 0; i < 100 && (await rollout.query(rolloutStatusQuery)).steps.length === 0; i++) await sleep(100);
+    // Pre-deployment validation comes before the first step: up to 60 s on a loaded machine.
+    for (let i = 0; i < 600 && (await rollout.query(rolloutStatusQuery)).steps.length === 0; i++) await sleep(100);
     expect(await env.registry.getTraffic('credit-risk')).toMatchObject({ mode: 'canary', percent: 50 });
     await handle.cancel();
     const end = await waitForRun(handle);

@@ -47,7 +47,8 @@ describe('a worker killed in the middle of training', () => {
     workers.push(await startWorkerProcess(env));
     const handle = await startPipeline(client, config, pipeline);
     await waitForStatus(handle, (s) => s.stage === 'train');
-    for (let i = 0; i < 100 && !existsSync(marker); i++) await sleep(100);
+    // The trainer writes the marker once Python has imported its libraries: up to 60 s on a loaded machine.
+    for (let i = 0; i < 600 && !existsSync(marker); i++) await sleep(100);
     expect(existsSync(marker)).toBe(true);
     const firstTrainerPid = Number(readFileSync(marker, 'utf8').trim().split('\n')[0]);
     expect(isAlive(firstTrainerPid)).toBe(true);
