@@ -327,11 +327,11 @@ export async function deleteSchedule(client: Client, id: string): Promise<void> 
   await withSchedule(id, (h) => h.delete(), client);
 }
 
-/** Whether the schedule exists (described, not listed: the list lags creates and deletes). */
-export async function scheduleExists(client: Client, id: string): Promise<boolean> {
+/** Runs `fn` on the schedule's handle: true when it did, false when the schedule does not exist. */
+async function onExisting(client: Client, id: string, fn: (handle: ScheduleHandle) => Promise<unknown>): Promise<boolean> {
   parseScheduleId(id);
   try {
-    await client.schedule.getHandle(id).describe();
+    await fn(client.schedule.getHandle(id));
     return true;
   } catch (err) {
     if (err instanceof ScheduleNotFoundError) return false;
@@ -339,16 +339,14 @@ export async function scheduleExists(client: Client, id: string): Promise<boolea
   }
 }
 
+/** Whether the schedule exists (described, not listed: the list lags creates and deletes). */
+export function scheduleExists(client: Client, id: string): Promise<boolean> {
+  return onExisting(client, id, (h) => h.describe());
+}
+
 /** Deletes the schedule if it exists; true when it did (a retried call finds it gone and says false). */
-export async function removeSchedule(client: Client, id: string): Promise<boolean> {
-  parseScheduleId(id);
-  try {
-    await client.schedule.getHandle(id).delete();
-    return true;
-  } catch (err) {
-    if (err instanceof ScheduleNotFoundError) return false;
-    throw err;
-  }
+export function removeSchedule(client: Client, id: string): Promise<boolean> {
+  return onExisting(client, id, (h) => h.delete());
 }
 
 /**
