@@ -69,38 +69,61 @@ export function chiSquare(reference: readonly number[], current: readonly number
   return { statistic, df, pValue: df === 0 ? 1 : chiSquarePValue(statistic, df) };
 }
 
-/**
- * Merges adjacent bins until each group's expected count in the smaller sample is at least
- * `minExpected` (the usual validity condition of the chi-square approximation; sparse bins
- * make it call chance differences significant). A short last group joins the one before it.
- */
-export function mergeSparseBins(a: readonly number[], b: readonly number[], minExpected = 5): { a: number[]; b: number[] } {
+/** Whether every cell of the 2 x k table (bins empty in both dropped) expects at least 5: the chi-square approximation holds. */
+export function chiSquareValid(a: readonly number[], b: readonly number[], minExpected = 5): boolean {
   checkSameLength(a, b);
   const na = a.reduce((x, y) => x + y, 0);
   const nb = b.reduce((x, y) => x + y, 0);
-  const share = na + nb > 0 ? Math.min(na, nb) / (na + nb) : 0;
-  const out = { a: [] as number[], b: [] as number[] };
-  let ga = 0;
-  let gb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ga += a[i]!;
-    gb += b[i]!;
-    if ((ga + gb) * share >= minExpected) {
-      out.a.push(ga);
-      out.b.push(gb);
-      ga = gb = 0;
+  if (na <= 0 || nb <= 0) return false;
+  const smaller = Math.min(na, nb) / (na + nb);
+  return a.every((ai, i) => ai + b[i]! === 0 || (ai + b[i]!) * smaller >= minExpected);
+}
+
+/**
+ * Permutation p-value of `statistic` for two count vectors over the same bins: the share of
+ * random splits of the pooled observations (same arm sizes) whose statistic is at least the
+ * observed one, (hits + 1) / (rounds + 1). Exact where the chi-square approximation is not
+ * (sparse bins, very unequal arms). Seeded, so the same counts always give the same p-value.
+ * Each round draws the smaller arm by a partial Fisher-Yates shuffle: O(rounds x smaller arm).
+ */
+export function permutationPValue(a: readonly number[], b: readonly number[], statistic: (a: readonly number[], b: readonly number[]) => number, rounds = 999, seed = 0x9e3779b9): number {
+  checkSameLength(a, b);
+  const na = a.reduce((x, y) => x + y, 0);
+  const nb = b.reduce((x, y) => x + y, 0);
+  if (na <= 0 || nb <= 0) return 1;
+  const observed = statistic(a, b);
+  const pool = new Uint16Array(na + nb);
+  let at = 0;
+  for (let i = 0; i < a.length; i++) for (let c = a[i]! + b[i]!; c > 0; c--) pool[at++] = i;
+  const m = Math.min(na, nb);
+  const total = a.map((ai, i) => ai + b[i]!);
+  let state = seed >>> 0;
+  // mulberry32
+  const rand = (): number => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const drawn = new Array<number>(a.length);
+  const rest = new Array<number>(a.length);
+  let hits = 0;
+  for (let r = 0; r < rounds; r++) {
+    drawn.fill(0);
+    for (let k = 0; k < m; k++) {
+      const j = k + Math.floor(rand() * (pool.length - k));
+      const v = pool[j]!;
+      pool[j] = pool[k]!;
+      pool[k] = v;
+      drawn[v]!++;
     }
+    for (let i = 0; i < rest.length; i++) rest[i] = total[i]! - drawn[i]!;
+    // The drawn split has the smaller arm's size; the statistic sees the arms in their order.
+    const value = na <= nb ? statistic(drawn, rest) : statistic(rest, drawn);
+    if (value >= observed - 1e-12) hits++;
   }
-  if (ga + gb > 0) {
-    if (out.a.length === 0) {
-      out.a.push(ga);
-      out.b.push(gb);
-    } else {
-      out.a[out.a.length - 1]! += ga;
-      out.b[out.b.length - 1]! += gb;
-    }
-  }
-  return out;
+  return (hits + 1) / (rounds + 1);
 }
 
 /** P(X >= x) for X ~ chi-square with df degrees of freedom. */

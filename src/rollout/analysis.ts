@@ -4,7 +4,7 @@ import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import type { z } from 'zod';
 import { rolloutBoundsSchema, type RolloutBounds } from '../spec/schema.js';
 import { sqlString } from '../data/load.js';
-import { chiSquare, jsDivergence, mergeSparseBins } from '../monitoring/divergence.js';
+import { chiSquare, chiSquareValid, jsDivergence, permutationPValue } from '../monitoring/divergence.js';
 import { downloadPredictionWindow, openPredictionTable, PREDICTIONS_TABLE } from '../monitoring/prediction-window.js';
 import { ARMS, type Arm } from '../serving/prediction-log.js';
 import type { ArtifactStore } from '../store/artifact-store.js';
@@ -319,18 +319,18 @@ export function compareArms(baseline: ArmStats, candidate: ArmStats, bounds: Rol
   if (sum(baseline.predictionHistogram) > 0 && sum(candidate.predictionHistogram) > 0) {
     const shift = jsDivergence(baseline.predictionHistogram, candidate.predictionHistogram);
     if (shift > bounds.maxPredictionShift) {
-      const pValue = shiftPValue(baseline.predictionHistogram, candidate.predictionHistogram);
-      const p = pValue < 1e-4 ? pValue.toExponential(1) : pValue.toFixed(4);
+      const pValue = bounds.predictionShiftPValue >= 1 ? NaN : shiftPValue(baseline.predictionHistogram, candidate.predictionHistogram);
+      const p = Number.isNaN(pValue) ? 'not computed' : pValue < 1e-4 ? pValue.toExponential(1) : pValue.toFixed(4);
       if (bounds.predictionShiftPValue >= 1 || pValue < bounds.predictionShiftPValue) {
         breaches.push({
           measure: 'prediction_shift',
           baseline: 0,
           candidate: shift,
           bound: bounds.maxPredictionShift,
-          message: `${candidate.arm} predictions diverge from ${baseline.arm}: JS divergence ${shift.toFixed(4)} > ${bounds.maxPredictionShift} (chi-square p ${p}${bounds.predictionShiftPValue >= 1 ? ', not required' : ` < ${bounds.predictionShiftPValue}`})`,
+          message: `${candidate.arm} predictions diverge from ${baseline.arm}: JS divergence ${shift.toFixed(4)} > ${bounds.maxPredictionShift} (p ${p}${bounds.predictionShiftPValue >= 1 ? ', not required' : ` < ${bounds.predictionShiftPValue}`})`,
         });
       } else {
-        notes.push(`prediction JS divergence ${shift.toFixed(4)} but chi-square p ${p} >= ${bounds.predictionShiftPValue}: within chance at ${candidate.requests} and ${baseline.requests} requests`);
+        notes.push(`prediction JS divergence ${shift.toFixed(4)} but p ${p} >= ${bounds.predictionShiftPValue}: within chance at ${candidate.requests} and ${baseline.requests} requests`);
       }
     }
   }
@@ -346,10 +346,14 @@ export function compareArms(baseline: ArmStats, candidate: ArmStats, bounds: Rol
   };
 }
 
-/** The chi-square p-value of two prediction histograms, sparse bins merged; 1 when one bin is left. */
+/**
+ * How likely a divergence this large is between two samples of one distribution: the
+ * chi-square test where every cell expects 5 or more, else a permutation test of the
+ * divergence itself (999 seeded rounds), which stays exact for sparse bins and for arms of
+ * very different sizes (a 5 % canary).
+ */
 function shiftPValue(baseline: readonly number[], candidate: readonly number[]): number {
-  const merged = mergeSparseBins(baseline, candidate);
-  return merged.a.length < 2 ? 1 : chiSquare(merged.a, merged.b).pValue;
+  return chiSquareValid(baseline, candidate) ? chiSquare(baseline, candidate).pValue : permutationPValue(baseline, candidate, jsDivergence);
 }
 
 export interface ShadowComparison {

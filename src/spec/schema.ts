@@ -158,8 +158,9 @@ export const rolloutBoundsSchema = z
     /** Jensen-Shannon divergence (bits) between the arms' prediction histograms. */
     maxPredictionShift: z.number().min(0).max(1).default(0.1),
     /**
-     * ...counted only when a chi-square test of the two histograms (sparse bins merged) gives a
-     * p-value below this: a few dozen requests per arm differ by chance by more than 0.1 bits.
+     * ...counted only when a test of the two histograms (chi-square, or a permutation test of the
+     * divergence where bins are sparse) gives a p-value below this: a few dozen requests per arm
+     * differ by chance by more than 0.1 bits.
      * 1 judges on the divergence alone.
      */
     predictionShiftPValue: z.number().gt(0).max(1).default(0.01),

@@ -1,6 +1,6 @@
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chiSquare, chiSquarePValue, jsDivergence, ksPValue, ksStatistic, mergeSparseBins, psi } from '../../src/monitoring/divergence.js';
+import { chiSquare, chiSquarePValue, chiSquareValid, jsDivergence, ksPValue, ksStatistic, permutationPValue, psi } from '../../src/monitoring/divergence.js';
 import { driftThresholdsSchema, measureDrift, type DriftReport } from '../../src/monitoring/drift.js';
 import { OTHER_CATEGORY, buildReferenceProfile, tableRelation, type FeatureInput, type ReferenceProfile } from '../../src/monitoring/reference.js';
 
@@ -206,18 +206,32 @@ describe('divergence functions', () => {
     expect(chiSquarePValue(0, 3)).toBe(1);
   });
 
-  it('merges adjacent sparse bins until the smaller sample expects 5 in each, the short last group into the one before', () => {
-    // 30 and 30: each group needs 10 rows in all (share 0.5).
-    expect(mergeSparseBins([3, 3, 3, 3, 3, 3, 3, 3, 3, 3], [6, 0, 3, 3, 3, 3, 3, 3, 0, 6])).toEqual({ a: [6, 6, 6, 6, 6], b: [6, 6, 6, 6, 6] });
-    // 100 and 10: share 10/110, so a group needs 55 rows in all.
-    expect(mergeSparseBins([50, 30, 20], [5, 3, 2])).toEqual({ a: [50, 50], b: [5, 5] });
-    // A last group short of the bound (3 + 1 rows) joins the one before it.
-    expect(mergeSparseBins([10, 10, 3], [10, 10, 1])).toEqual({ a: [10, 13], b: [10, 11] });
-    // Dense bins are kept as they are.
-    expect(mergeSparseBins([40, 40, 40], [40, 40, 40])).toEqual({ a: [40, 40, 40], b: [40, 40, 40] });
-    // Nothing reaches the bound: one group.
-    expect(mergeSparseBins([1, 1], [1, 0])).toEqual({ a: [2], b: [1] });
-    expect(() => mergeSparseBins([1], [1, 2])).toThrow(/1 and 2 bins/);
+  it('chi-square is valid only when every cell expects 5 or more', () => {
+    expect(chiSquareValid([40, 40, 40], [40, 40, 40])).toBe(true);
+    // 30 and 30 over ten bins: 1.5 expected per cell.
+    expect(chiSquareValid([3, 3, 3, 3, 3, 3, 3, 3, 3, 3], [6, 0, 3, 3, 3, 3, 3, 3, 0, 6])).toBe(false);
+    // A 10 % arm: a bin of 20 pooled rows expects 1.8 of it.
+    expect(chiSquareValid([0, 300, 10], [30, 0, 10])).toBe(false);
+    // Bins empty in both do not count.
+    expect(chiSquareValid([50, 0, 50], [50, 0, 50])).toBe(true);
+    expect(chiSquareValid([0, 0], [5, 5])).toBe(false);
+  });
+
+  it('permutation p-values: exact for sparse bins and very unequal arms, seeded', () => {
+    // A 10 % arm that always predicts the class production never does: no random split does that.
+    expect(permutationPValue([0, 300], [30, 0], jsDivergence)).toBe(1 / 1000);
+    // A class production never predicts, 9 of 30 candidate rows: Fisher's exact test gives about 0.002.
+    expect(permutationPValue([0, 30], [9, 21], jsDivergence)).toBeLessThan(0.01);
+    // Neighbouring tenths swapped in pairs: within chance although the divergence is 0.12.
+    const swapped = permutationPValue([3, 3, 3, 3, 3, 3, 3, 3, 3, 3], [6, 0, 3, 3, 3, 3, 3, 3, 0, 6], jsDivergence);
+    expect(swapped).toBeGreaterThan(0.05);
+    expect(permutationPValue([3, 3, 3, 3, 3, 3, 3, 3, 3, 3], [6, 0, 3, 3, 3, 3, 3, 3, 0, 6], jsDivergence)).toBe(swapped);
+    // Identical samples: every split is at least as far apart.
+    expect(permutationPValue([5, 5, 5], [5, 5, 5], jsDivergence)).toBe(1);
+    // A dense table agrees with chi-square on the verdict.
+    expect(chiSquare([60, 40], [40, 60]).pValue).toBeLessThan(0.01);
+    expect(permutationPValue([60, 40], [40, 60], jsDivergence)).toBeLessThan(0.02);
+    expect(permutationPValue([0, 0], [1, 2], jsDivergence)).toBe(1);
   });
 
   it('chi-square homogeneity matches a hand computation', () => {

@@ -290,9 +290,9 @@ describe('compareArms', () => {
     expect(report.comparison.breaches[0]!.candidate).toBeCloseTo(1, 9);
   });
 
-  it('a prediction shift within chance at a few dozen requests is not a breach (chi-square), but is with predictionShiftPValue 1', async () => {
+  it('a prediction shift within chance at a few dozen requests is not a breach (permutation test), but is with predictionShiftPValue 1', async () => {
     // Production: 3 requests in each tenth of P(1). Candidate: neighbouring tenths swapped
-    // in pairs at both ends, JS divergence 0.12 > 0.1, merged into fifths the two are equal.
+    // in pairs at both ends, JS divergence 0.12 > 0.1, well within what chance gives at 30 and 30.
     const candidateBins = [0, 0, 0, 0, 0, 0, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 7, 7, 9, 9, 9, 9, 9, 9];
     const arms: ArmSpec[] = [
       { arm: 'production', requests: 30, output: (i) => binary((i % 10) / 10 + 0.05) },
@@ -300,14 +300,29 @@ describe('compareArms', () => {
     ];
     const chance = await scenario(arms);
     expect(chance.comparison.verdict).toBe('healthy');
-    expect(chance.comparison.summary).toMatch(/prediction JS divergence 0\.12\d+ but chi-square p 1\.0000 >= 0\.01: within chance at 30 and 30 requests/);
+    expect(chance.comparison.summary).toMatch(/prediction JS divergence 0\.12\d+ but p 0\.\d+ >= 0\.01: within chance at 30 and 30 requests/);
 
     const divergenceAlone = await scenario(arms, { bounds: { predictionShiftPValue: 1 } });
     expect(divergenceAlone.comparison.verdict).toBe('unhealthy');
     expect(divergenceAlone.comparison.breaches).toMatchObject([{ measure: 'prediction_shift', bound: 0.1 }]);
   });
 
-  it('one model against itself at 30 requests per arm: about 1 % false shift alarms (71 % on the divergence alone); a real shift still caught', () => {
+  it('a 10 % canary that predicts the other class, or a class production never predicts, is a shift however few its rows', async () => {
+    const flipped = await scenario([
+      { arm: 'production', requests: 300, output: () => binary(0.95) },
+      { arm: 'canary', requests: 30, output: () => binary(0.05) },
+    ]);
+    expect(flipped.comparison.verdict).toBe('unhealthy');
+    expect(flipped.comparison.breaches[0]!.message).toMatch(/JS divergence 1\.0000 > 0\.1 \(p 0\.0010 < 0\.01\)/);
+    const newClass = await scenario([
+      { arm: 'production', requests: 30, output: () => binary(0.95) },
+      { arm: 'canary', requests: 30, output: (i) => binary(i < 9 ? 0.05 : 0.95) },
+    ]);
+    expect(newClass.comparison.verdict).toBe('unhealthy');
+    expect(newClass.comparison.breaches.map((b) => b.measure)).toEqual(['prediction_shift']);
+  });
+
+  it('one model against itself at 30 requests per arm: about 1 % false shift alarms (71 % on the divergence alone); a real shift mostly caught', () => {
     // Seeded, so the figures are fixed: the README quotes them.
     let seed = 12345;
     const rand = (): number => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
@@ -325,9 +340,10 @@ describe('compareArms', () => {
       return alarms / trials;
     };
     const defaults = rolloutBoundsSchema.parse({});
-    expect(rate(4000, 30, skewed, { ...defaults, predictionShiftPValue: 1 })).toBeGreaterThan(0.6);
-    expect(rate(4000, 30, skewed, defaults)).toBeLessThan(0.02);
-    expect(rate(2000, 60, flat, defaults)).toBeGreaterThan(0.85);
+    // Measured: 70.9 %, 1.0 %, 82 %.
+    expect(rate(1000, 30, skewed, { ...defaults, predictionShiftPValue: 1 })).toBeGreaterThan(0.6);
+    expect(rate(1000, 30, skewed, defaults)).toBeLessThan(0.025);
+    expect(rate(300, 60, flat, defaults)).toBeGreaterThan(0.75);
   });
 
   it('is insufficient below minRequests, unless errors already breach', async () => {
