@@ -15,6 +15,12 @@ export interface RetrainTarget {
   spec: PipelineSpec;
   code: CodeVersion;
   trainingTaskQueue: string;
+  /**
+   * The version whose deployment set the schedule carrying this target. A request is refused
+   * once production is another version (a rollback, or a schedule update that failed).
+   * Absent in targets set before this field existed: those are not checked.
+   */
+  deployedVersion?: number;
 }
 
 export interface RetrainRequest {
@@ -32,15 +38,14 @@ export interface RetrainRequestOutcome {
   reason?: string;
 }
 
-/** Why a request's target is not what production was built from, or undefined when it is. */
+/** Why a request's target is not production's (its schedule was set by another deployment), or undefined when it is. */
 async function staleTarget(deps: ActivityDeps, request: RetrainRequest): Promise<string | undefined> {
+  const { deployedVersion } = request.target;
+  if (deployedVersion === undefined) return undefined;
   const production = await deps.registry.getAlias(request.model, ALIASES.production);
-  if (!production) return `${request.model} has no ${ALIASES.production} version`;
-  const record = await deps.registry.getVersion(request.model, production.version);
-  const want = record.code.specHash;
-  const have = request.target.code.specHash;
-  if (want === have) return undefined;
-  return `${request.model}@${production.version} (${ALIASES.production}) was built from spec ${want.slice(0, 12)}, the request's target is spec ${have.slice(0, 12)}; deploy from the current spec to set its schedules again`;
+  if (production?.version === deployedVersion) return undefined;
+  const now = production ? `${request.model}@${production.version}` : 'no version';
+  return `${ALIASES.production} is ${now}, but this request's target was set when ${request.model}@${deployedVersion} was deployed (a rollback, or a schedule update that failed, since); deploy from the current spec to set the schedules again`;
 }
 
 export interface MonitorInput {
@@ -80,11 +85,11 @@ export function monitoringActivities(deps: ActivityDeps) {
       const log = activityLogger(deps.logger);
       const client = Context.current().client;
       // The target comes from the schedule's arguments, set when a version was deployed. Once
-      // production was built from another spec (a rollback, a failed schedule update), the
-      // target is stale: retraining it would replace production with the old spec's model.
+      // production is another version (a rollback, a failed schedule update), the target is
+      // stale: retraining it could replace production with a model of another spec.
       const stale = await staleTarget(deps, request);
       if (stale) {
-        log.warn({ model: request.model, trigger: request.trigger, reason: stale }, 'retraining not requested: its target is not the production spec');
+        log.warn({ model: request.model, trigger: request.trigger, reason: stale }, 'retraining not requested: its target was set by a deployment that is no longer in production');
         return { requested: false, reason: stale };
       }
       await client.workflow.signalWithStart(RETRAINING_CONTROLLER, {
@@ -123,8 +128,9 @@ export function monitoringActivities(deps: ActivityDeps) {
         if (production?.version !== input.version) return leaveAlone(`${ALIASES.production} is now ${production ? `version ${production.version}` : 'unset'}, not version ${input.version}`);
       }
       const ids: string[] = [];
+      const target: RetrainTarget = input.version === undefined ? input.target : { ...input.target, deployedVersion: input.version };
       if (spec.monitoring) {
-        const args: [MonitorInput] = [{ model: input.model, monitoring: spec.monitoring, target: input.target }];
+        const args: [MonitorInput] = [{ model: input.model, monitoring: spec.monitoring, target }];
         await upsertSchedule(client, {
           scheduleId: monitorScheduleId(input.model),
           workflowType: MONITOR_WORKFLOW,
@@ -142,7 +148,7 @@ export function monitoringActivities(deps: ActivityDeps) {
         await upsertSchedule(client, {
           scheduleId: retrainScheduleId(input.model),
           workflowType: SCHEDULED_RETRAIN_WORKFLOW,
-          args: [{ model: input.model, target: input.target, scheduleId: retrainScheduleId(input.model) }],
+          args: [{ model: input.model, target, scheduleId: retrainScheduleId(input.model) }],
           taskQueue,
           workflowId: `retrain-run-${input.model}`,
           spec: spec.schedule.cron ? { cron: spec.schedule.cron } : { every: spec.schedule.every! },

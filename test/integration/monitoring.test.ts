@@ -14,7 +14,7 @@ import { listMonitorResults } from '../../src/monitoring/results.js';
 import { describeSchedule, listSchedules, monitorScheduleId, pauseSchedule, retrainScheduleId, triggerSchedule, unpauseSchedule } from '../../src/temporal/schedules.js';
 import { retrainingControllerId, RETRAINING_SUBMITTER } from '../../src/shared/monitoring.js';
 import { RETRAIN_SIGNAL, RETRAINING_CONTROLLER } from '../../src/shared/monitoring.js';
-import type { MonitorInput, RetrainRequest } from '../../activities/monitoring.js';
+import type { MonitorInput, RetrainRequest, RetrainTarget } from '../../activities/monitoring.js';
 import { monitorModel } from '../../workflows/monitor.js';
 import { retrainingStateQuery, type RetrainingState } from '../../workflows/retraining.js';
 import { generateCreditRisk } from '../../examples/credit-risk/generate.js';
@@ -245,14 +245,15 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
     // A late call (a retry) for a version that is not production (v1 is) changes nothing.
     expect(await activity('ensureSchedules').run(acts.ensureSchedules, { model, target: plainTarget, version: 2 })).toEqual(both);
     expect((await describeSchedule(env.client, retrainScheduleId(model))).action).toMatchObject({ workflowType: 'scheduledRetraining' });
-    // A retraining whose target is not the spec production was built from is refused, and no controller starts.
-    const production = await env.registry.getVersion(model, 1);
-    const request: RetrainRequest = { model, target: plainTarget, trigger: { kind: 'schedule', scheduleId: retrainScheduleId(model) }, limits: null, requestedAt: new Date().toISOString() };
-    const outcome = await activity('requestRetraining').run(acts.requestRetraining, request);
-    expect(plain.code.specHash).not.toBe(production.code.specHash);
-    expect(outcome).toEqual({
+    // The schedules carry the version whose deployment set them.
+    const scheduled = (await describeSchedule(env.client, retrainScheduleId(model))).action as { args?: Array<{ target: RetrainTarget }> };
+    expect(scheduled.args?.[0]?.target.deployedVersion).toBe(1);
+    // A retraining whose target was set by the deployment of a version not in production (as after
+    // a rollback) is refused, and no controller starts.
+    const request: RetrainRequest = { model, target: { ...plainTarget, deployedVersion: 2 }, trigger: { kind: 'schedule', scheduleId: retrainScheduleId(model) }, limits: null, requestedAt: new Date().toISOString() };
+    expect(await activity('requestRetraining').run(acts.requestRetraining, request)).toEqual({
       requested: false,
-      reason: `${model}@1 (production) was built from spec ${production.code.specHash.slice(0, 12)}, the request's target is spec ${plain.code.specHash.slice(0, 12)}; deploy from the current spec to set its schedules again`,
+      reason: `production is ${model}@1, but this request's target was set when ${model}@2 was deployed (a rollback, or a schedule update that failed, since); deploy from the current spec to set the schedules again`,
     });
     await expect(controllerState(env.client, model)).rejects.toThrow();
 
