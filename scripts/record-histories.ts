@@ -4,7 +4,7 @@
  * test/fixtures/histories/. Re-record only when a workflow change is meant to be
  * incompatible — and then guard the old path with patched().
  *
- *   node --import tsx scripts/record-histories.ts [--tag v4] [--only monitoring]
+ *   node --import tsx scripts/record-histories.ts [--tag v4] [--only monitoring|monitor-decay]
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -119,6 +119,44 @@ try {
     }
     save('retraining-controller', show(controller.workflowId));
     await controller.terminate('recorded');
+  }
+
+  if (ONLY === 'monitor-decay') {
+    // v6: a monitor run that finds decay and asks for a retraining, with each outcome of
+    // requestRetraining: sent, refused (stale target), and no outcome (the activity before v6).
+    // The activities are stubs on a queue of their own: only the workflow's commands matter here.
+    const { NativeConnection, Worker } = await import('@temporalio/worker');
+    const { bundleWorkflows } = await import('../src/worker.js');
+    const monitored = variant({ monitoring: { interval: '1h', drift: { minSamples: 50 } } });
+    const target = { spec: monitored.spec, code: monitored.code, trainingTaskQueue: config.taskQueues.training, deployedVersion: 1 };
+    const queue = 'record-monitor-decay';
+    let outcome: unknown;
+    const decay = (input: { model: string; windowStart: string; windowEnd: string }) => ({
+      model: input.model, version: 1, sha256: 'a'.repeat(64), windowStart: input.windowStart, windowEnd: input.windowEnd, computedAt: input.windowEnd,
+      verdict: 'decay', decayKinds: ['drift'], sampleSize: 500, drift: null, performance: null,
+      breaches: [{ kind: 'drift', feature: 'income', measure: 'psi', value: 0.33, threshold: 0.2, message: 'income: psi 0.33 > 0.2' }],
+      notes: [], resultKey: `monitoring/${input.model}/000001/recorded.json`,
+    });
+    const stubConnection = await NativeConnection.connect({ address: config.temporal.address });
+    const stubWorker = await Worker.create({
+      connection: stubConnection,
+      taskQueue: queue,
+      workflowBundle: await bundleWorkflows(),
+      activities: { runMonitor: async (input: { model: string; windowStart: string; windowEnd: string }) => decay(input), requestRetraining: async () => outcome },
+    });
+    await stubWorker.runUntil(async () => {
+      for (const [name, value] of [
+        ['monitor-decay-requested', { requested: true }],
+        ['monitor-decay-refused', { requested: false, reason: 'production is credit-risk@2, but this request\'s target was set when credit-risk@1 was deployed' }],
+        ['monitor-decay-no-outcome', undefined],
+      ] as const) {
+        outcome = value;
+        const summary = await client.workflow.execute(monitorModel, { taskQueue: queue, workflowId: `record-${name}`, args: [{ model: monitored.spec.name, monitoring: monitored.spec.monitoring!, target }] });
+        console.log(`${name}: retrainingRequested ${summary.retrainingRequested}`);
+        save(name, show(`record-${name}`));
+      }
+    });
+    await stubConnection.close();
   }
 
   if (!ONLY) await record('auto-deployed', base);

@@ -18,7 +18,8 @@ describe('workflow replay over saved histories', () => {
     // v1: before approval policies and the stage-upsert patch; v2: with them; v3: webhooks as child workflows, deadline closes the ballot;
     // v4: pre-deployment validation, and deployment through a rollout child workflow (the rollout's own history too);
     // v5: schedules set after deployment, a monitor run, the retraining controller and the retraining it started;
-    // v6: schedules follow every deployment (ensureSchedules also for a spec without monitoring, removing stale ones).
+    // v6: schedules follow every deployment (ensureSchedules also for a spec without monitoring, removing stale ones);
+    // a monitor that finds decay and asks for a retraining, with each outcome (sent, refused, none as before v6).
     expect(files).toEqual(
       expect.arrayContaining([
         ...paths.map((p) => `${p}.json`),
@@ -44,6 +45,9 @@ describe('workflow replay over saved histories', () => {
         'expired-reminded.v6.json',
         'canary-no-traffic.v6.json',
         'rollout-canary-no-traffic.v6.json',
+        'monitor-decay-requested.v6.json',
+        'monitor-decay-refused.v6.json',
+        'monitor-decay-no-outcome.v6.json',
       ]),
     );
   });
