@@ -13,6 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { mulberry32 } from '../../src/shared/random.js';
 
 export const DriftKind = {
   Income: 'income',
@@ -63,18 +64,6 @@ const REGIONS = ['north', 'south', 'east', 'west'] as const;
 const REGION_WEIGHTS = [0.27, 0.3, 0.2, 0.23];
 const REGION_WEIGHTS_DRIFTED = [0.1, 0.1, 0.08, 0.72];
 const TERMS = [12, 24, 36, 48, 60] as const;
-
-/** mulberry32: tiny 32-bit PRNG, good enough for synthetic data. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   private readonly next: () => number;

@@ -1,3 +1,5 @@
+import { mulberry32 } from '../shared/random.js';
+
 /**
  * Distances between two binned distributions, shared by rollout analysis and drift
  * monitoring. Inputs are counts (or frequencies) over the same bins, in the same order.
@@ -48,8 +50,9 @@ export function jsDivergence(p: readonly number[], q: readonly number[]): number
  * Pearson chi-square test of homogeneity on a 2 x k contingency table: do the two count
  * vectors come from the same categorical distribution? Both are samples, so the reference
  * counts are not treated as exact. Bins empty in both are dropped; df = remaining bins - 1.
+ * `minExpected` is the smallest expected cell count: below 5 the approximation does not hold.
  */
-export function chiSquare(reference: readonly number[], current: readonly number[]): { statistic: number; df: number; pValue: number } {
+export function chiSquare(reference: readonly number[], current: readonly number[]): { statistic: number; df: number; pValue: number; minExpected: number } {
   checkSameLength(reference, current);
   const nr = reference.reduce((a, b) => a + b, 0);
   const nc = current.reduce((a, b) => a + b, 0);
@@ -57,26 +60,18 @@ export function chiSquare(reference: readonly number[], current: readonly number
   const n = nr + nc;
   let statistic = 0;
   let bins = 0;
+  let minExpected = Infinity;
   for (let i = 0; i < reference.length; i++) {
     const total = reference[i]! + current[i]!;
     if (total <= 0) continue;
     bins++;
     const er = (total * nr) / n;
     const ec = (total * nc) / n;
+    minExpected = Math.min(minExpected, er, ec);
     statistic += (reference[i]! - er) ** 2 / er + (current[i]! - ec) ** 2 / ec;
   }
   const df = bins - 1;
-  return { statistic, df, pValue: df === 0 ? 1 : chiSquarePValue(statistic, df) };
-}
-
-/** Whether every cell of the 2 x k table (bins empty in both dropped) expects at least 5: the chi-square approximation holds. */
-export function chiSquareValid(a: readonly number[], b: readonly number[], minExpected = 5): boolean {
-  checkSameLength(a, b);
-  const na = a.reduce((x, y) => x + y, 0);
-  const nb = b.reduce((x, y) => x + y, 0);
-  if (na <= 0 || nb <= 0) return false;
-  const smaller = Math.min(na, nb) / (na + nb);
-  return a.every((ai, i) => ai + b[i]! === 0 || (ai + b[i]!) * smaller >= minExpected);
+  return { statistic, df, pValue: df === 0 ? 1 : chiSquarePValue(statistic, df), minExpected };
 }
 
 /**
@@ -97,15 +92,7 @@ export function permutationPValue(a: readonly number[], b: readonly number[], st
   for (let i = 0; i < a.length; i++) for (let c = a[i]! + b[i]!; c > 0; c--) pool[at++] = i;
   const m = Math.min(na, nb);
   const total = a.map((ai, i) => ai + b[i]!);
-  let state = seed >>> 0;
-  // mulberry32
-  const rand = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rand = mulberry32(seed);
   const drawn = new Array<number>(a.length);
   const rest = new Array<number>(a.length);
   let hits = 0;

@@ -4,7 +4,7 @@ import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import type { z } from 'zod';
 import { rolloutBoundsSchema, type RolloutBounds } from '../spec/schema.js';
 import { sqlString } from '../data/load.js';
-import { chiSquare, chiSquareValid, jsDivergence, permutationPValue } from '../monitoring/divergence.js';
+import { chiSquare, jsDivergence, permutationPValue } from '../monitoring/divergence.js';
 import { downloadPredictionWindow, openPredictionTable, PREDICTIONS_TABLE } from '../monitoring/prediction-window.js';
 import { ARMS, type Arm } from '../serving/prediction-log.js';
 import type { ArtifactStore } from '../store/artifact-store.js';
@@ -319,15 +319,16 @@ export function compareArms(baseline: ArmStats, candidate: ArmStats, bounds: Rol
   if (sum(baseline.predictionHistogram) > 0 && sum(candidate.predictionHistogram) > 0) {
     const shift = jsDivergence(baseline.predictionHistogram, candidate.predictionHistogram);
     if (shift > bounds.maxPredictionShift) {
-      const pValue = bounds.predictionShiftPValue >= 1 ? NaN : shiftPValue(baseline.predictionHistogram, candidate.predictionHistogram);
-      const p = Number.isNaN(pValue) ? 'not computed' : pValue < 1e-4 ? pValue.toExponential(1) : pValue.toFixed(4);
-      if (bounds.predictionShiftPValue >= 1 || pValue < bounds.predictionShiftPValue) {
+      // A bound of 1 judges on the divergence alone: no test is run.
+      const pValue = bounds.predictionShiftPValue >= 1 ? undefined : shiftPValue(baseline.predictionHistogram, candidate.predictionHistogram);
+      const p = pValue === undefined ? '' : pValue < 1e-4 ? pValue.toExponential(1) : pValue.toFixed(4);
+      if (pValue === undefined || pValue < bounds.predictionShiftPValue) {
         breaches.push({
           measure: 'prediction_shift',
           baseline: 0,
           candidate: shift,
           bound: bounds.maxPredictionShift,
-          message: `${candidate.arm} predictions diverge from ${baseline.arm}: JS divergence ${shift.toFixed(4)} > ${bounds.maxPredictionShift} (p ${p}${bounds.predictionShiftPValue >= 1 ? ', not required' : ` < ${bounds.predictionShiftPValue}`})`,
+          message: `${candidate.arm} predictions diverge from ${baseline.arm}: JS divergence ${shift.toFixed(4)} > ${bounds.maxPredictionShift}${pValue === undefined ? '' : ` (p ${p} < ${bounds.predictionShiftPValue})`}`,
         });
       } else {
         notes.push(`prediction JS divergence ${shift.toFixed(4)} but p ${p} >= ${bounds.predictionShiftPValue}: within chance at ${candidate.requests} and ${baseline.requests} requests`);
@@ -353,7 +354,8 @@ export function compareArms(baseline: ArmStats, candidate: ArmStats, bounds: Rol
  * very different sizes (a 5 % canary).
  */
 function shiftPValue(baseline: readonly number[], candidate: readonly number[]): number {
-  return chiSquareValid(baseline, candidate) ? chiSquare(baseline, candidate).pValue : permutationPValue(baseline, candidate, jsDivergence);
+  const chi = chiSquare(baseline, candidate);
+  return chi.minExpected >= 5 ? chi.pValue : permutationPValue(baseline, candidate, jsDivergence);
 }
 
 export interface ShadowComparison {

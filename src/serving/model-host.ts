@@ -130,7 +130,7 @@ export class ModelHost {
     // Checked first: between the running refresh's end and the queued one's start, only `queued` is set.
     if (this.queued) return this.queued;
     if (!this.refreshing) return this.startRefresh();
-    this.queued ??= this.refreshing
+    this.queued = this.refreshing
       .catch(() => undefined)
       .then(() => {
         this.queued = undefined;

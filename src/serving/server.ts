@@ -469,7 +469,7 @@ export function buildServing(opts: ServingOptions): Serving {
    */
   function shadowScore(requestId: string, split: TrafficSplit, rows: Row[]): void {
     const served = split.candidate;
-    if (shadowInFlight >= maxShadowInFlight || shadowClosed) {
+    if (shadowInFlight >= maxShadowInFlight) {
       metrics.shadowSkipped.inc({ model: served.model });
       return;
     }

@@ -86,27 +86,21 @@ describe('monitoring and decay-triggered retraining (real Temporal, MinIO, train
   const monitorInput = (): MonitorInput => ({ model: MODEL, monitoring: pipeline.spec.monitoring!, target: { spec: pipeline.spec, code: pipeline.code, trainingTaskQueue: env.config.taskQueues.training } });
   const runMonitor = (id: string) => env.client.workflow.execute(monitorModel, { taskQueue: env.config.taskQueues.pipeline, workflowId: `${id}-${Date.now()}`, args: [monitorInput()] });
   const controllerState = (client: Client, model = MODEL): Promise<RetrainingState> => client.workflow.getHandle(retrainingControllerId(model)).query(retrainingStateQuery);
-  /** Polls the controller until it has made `n` decisions (bounded by attempts). */
-  async function decisions(model: string, n: number): Promise<RetrainingState> {
+  /** Polls the controller's state until `done` holds (bounded by attempts); the error says what was awaited. */
+  async function controllerUntil(model: string, done: (state: RetrainingState) => boolean, what: (state: RetrainingState | undefined) => string): Promise<RetrainingState> {
     let state: RetrainingState | undefined;
     for (let i = 0; i < 300; i++) {
       state = await controllerState(env.client, model).catch(() => undefined);
-      if (state && state.decisions.length >= n) return state;
+      if (state && done(state)) return state;
       await sleep(100);
     }
-    throw new Error(`controller of ${model} made ${state?.decisions.length ?? 0} of ${n} decisions`);
+    throw new Error(`controller of ${model} ${what(state)}`);
   }
-  /**
-   * Polls until the controller has seen its retraining end (bounded by attempts): a run's result
-   * reaches the client before the controller's next workflow task clears `running`.
-   */
-  async function controllerIdle(model: string): Promise<void> {
-    for (let i = 0; i < 300; i++) {
-      if ((await controllerState(env.client, model)).running === null) return;
-      await sleep(100);
-    }
-    throw new Error(`controller of ${model} still has a retraining running`);
-  }
+  /** Polls the controller until it has made `n` decisions. */
+  const decisions = (model: string, n: number): Promise<RetrainingState> =>
+    controllerUntil(model, (s) => s.decisions.length >= n, (s) => `made ${s?.decisions.length ?? 0} of ${n} decisions`);
+  /** Polls until the controller has seen its retraining end: a run's result reaches the client before the controller's next workflow task clears `running`. */
+  const controllerIdle = (model: string): Promise<RetrainingState> => controllerUntil(model, (s) => s.running === null, () => 'still has a retraining running');
   const decayRequest = (model: string, reason: string): RetrainRequest => ({
     model,
     target: { ...monitorInput().target, spec: { ...pipeline.spec, name: model } },

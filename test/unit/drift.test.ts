@@ -1,6 +1,6 @@
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chiSquare, chiSquarePValue, chiSquareValid, jsDivergence, ksPValue, ksStatistic, permutationPValue, psi } from '../../src/monitoring/divergence.js';
+import { chiSquare, chiSquarePValue, jsDivergence, ksPValue, ksStatistic, permutationPValue, psi } from '../../src/monitoring/divergence.js';
 import { driftThresholdsSchema, measureDrift, type DriftReport } from '../../src/monitoring/drift.js';
 import { OTHER_CATEGORY, buildReferenceProfile, tableRelation, type FeatureInput, type ReferenceProfile } from '../../src/monitoring/reference.js';
 
@@ -206,15 +206,19 @@ describe('divergence functions', () => {
     expect(chiSquarePValue(0, 3)).toBe(1);
   });
 
-  it('chi-square is valid only when every cell expects 5 or more', () => {
-    expect(chiSquareValid([40, 40, 40], [40, 40, 40])).toBe(true);
+  it('chi-square gives its smallest expected cell count: valid only when it is 5 or more', () => {
+    const valid = (a: number[], b: number[]): boolean => chiSquare(a, b).minExpected >= 5;
+    expect(valid([40, 40, 40], [40, 40, 40])).toBe(true);
+    expect(chiSquare([40, 40, 40], [40, 40, 40]).minExpected).toBe(40);
     // 30 and 30 over ten bins: 1.5 expected per cell.
-    expect(chiSquareValid([3, 3, 3, 3, 3, 3, 3, 3, 3, 3], [6, 0, 3, 3, 3, 3, 3, 3, 0, 6])).toBe(false);
+    expect(valid([3, 3, 3, 3, 3, 3, 3, 3, 3, 3], [6, 0, 3, 3, 3, 3, 3, 3, 0, 6])).toBe(false);
+    expect(chiSquare([3, 3, 3, 3, 3, 3, 3, 3, 3, 3], [6, 0, 3, 3, 3, 3, 3, 3, 0, 6]).minExpected).toBeCloseTo(1.5, 12);
     // A 10 % arm: a bin of 20 pooled rows expects 1.8 of it.
-    expect(chiSquareValid([0, 300, 10], [30, 0, 10])).toBe(false);
+    expect(valid([0, 300, 10], [30, 0, 10])).toBe(false);
     // Bins empty in both do not count.
-    expect(chiSquareValid([50, 0, 50], [50, 0, 50])).toBe(true);
-    expect(chiSquareValid([0, 0], [5, 5])).toBe(false);
+    expect(valid([50, 0, 50], [50, 0, 50])).toBe(true);
+    // An empty sample has no expected counts at all.
+    expect(() => chiSquare([0, 0], [5, 5])).toThrow(/counts in both/);
   });
 
   it('permutation p-values: exact for sparse bins and very unequal arms, seeded', () => {
